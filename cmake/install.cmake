@@ -1,0 +1,23 @@
+# `cmake --install` provides find_package(moegrad) -> moegrad::moegrad; add_subdirectory users
+# get the same target name through the alias below.
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+add_library(moegrad INTERFACE)
+add_library(moegrad::moegrad ALIAS moegrad)
+set_target_properties(moegrad PROPERTIES EXPORT_NAME moegrad)
+target_link_libraries(moegrad INTERFACE moegrad_engine)
+
+install(TARGETS moegrad moegrad_engine EXPORT moegradTargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/moegrad.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad)
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/engine DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad
+        FILES_MATCHING PATTERN "*.hpp")
+install(EXPORT moegradTargets NAMESPACE moegrad:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/moegrad)
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/moegradConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/moegradConfig.cmake INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/moegrad)
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/moegradConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/moegradConfig.cmake ${PROJECT_BINARY_DIR}/moegradConfigVersion.cmake
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/moegrad)

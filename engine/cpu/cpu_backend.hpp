@@ -1,0 +1,39 @@
+// The CPU backend: Eigen for GEMM, OpenMP-parallel loops for everything else. Its kernels are
+// split by family over cpu_*.cpp files; this header is the one place that lists them.
+#pragma once
+#include "engine/backend.hpp"
+
+namespace mg::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  void* allocate(size_t nbytes) override;
+  void deallocate(void* ptr) override;
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void fill(const Tensor& dst, double value) override;
+  void unary(math::UnaryOp op, math::UnaryParams params, const Tensor& x,
+             const Tensor& out) override;
+  void unary_backward(math::UnaryOp op, math::UnaryParams params, const Tensor& x,
+                      const Tensor& y, const Tensor& grad, const Tensor& out) override;
+  void binary(math::BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& values,
+                   const Tensor& indices) override;
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void softmax_rows(const Tensor& x, const Tensor& out, bool log) override;
+  void softmax_rows_backward(const Tensor& y, const Tensor& grad, const Tensor& out,
+                             bool log) override;
+  void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) override;
+  void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) override;
+  void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) override;
+  void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) override;
+  void topk_rows(const Tensor& x, int64_t k, bool largest, const Tensor& values,
+                 const Tensor& indices) override;
+  void sort_rows(const Tensor& x, bool descending, const Tensor& values,
+                 const Tensor& indices) override;
+  void fill_random(const Tensor& out, RandomDist dist, uint64_t seed, uint64_t offset, double a,
+                   double b) override;
+};
+
+}  // namespace mg::cpu

@@ -1,0 +1,7 @@
+// Every op of the engine, for code that wants them all.
+#pragma once
+#include "engine/ops/elementwise.hpp"
+#include "engine/ops/index.hpp"
+#include "engine/ops/linalg.hpp"
+#include "engine/ops/loss.hpp"
+#include "engine/ops/reduce.hpp"

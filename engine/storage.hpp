@@ -1,0 +1,28 @@
+// Storage: one reference-counted allocation on one device. Tensors are views into a Storage
+// (shape, strides, offset), so reshape/transpose/slice never copy.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "engine/dtype.hpp"
+
+namespace mg {
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+};
+
+}  // namespace mg

@@ -1,0 +1,7 @@
+// moegrad: the one header users include. Everything lives in namespace mg.
+#pragma once
+#include "engine/autograd.hpp"
+#include "engine/generator.hpp"
+#include "engine/ops.hpp"
+#include "engine/parallel.hpp"
+#include "engine/tensor.hpp"
