@@ -21,10 +21,15 @@ std::atomic<bool> anomaly_enabled{false};
 
 TensorMeta meta_of(const Tensor& t) { return TensorMeta{t.sizes(), t.dtype(), t.device()}; }
 
+thread_local bool checking_anomaly = false;  // the check's own ops must not check themselves
+
 bool has_non_finite(const Tensor& t) {
-  if (!t.defined() || !t.is_floating_point()) return false;
+  if (checking_anomaly || !t.defined() || !t.is_floating_point()) return false;
+  checking_anomaly = true;
   NoGradGuard no_grad;
-  return !std::isfinite(t.abs().sum().item());
+  const bool bad = !std::isfinite(t.abs().sum().item());
+  checking_anomaly = false;
+  return bad;
 }
 
 }  // namespace

@@ -77,6 +77,8 @@ inline void require_close(const mg::Tensor& actual, const mg::Tensor& expected, 
     INFO("element " << i << ": " << a[i] << " vs expected " << e[i]);
     if (std::isnan(e[i])) {
       CHECK(std::isnan(a[i]));
+    } else if (std::isinf(e[i])) {
+      CHECK(a[i] == e[i]);
     } else {
       CHECK(std::abs(a[i] - e[i]) <= atol + rtol * std::abs(e[i]));
     }

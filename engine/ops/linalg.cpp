@@ -76,8 +76,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     Tensor a2 = ad.dim() == 1 ? ad.unsqueeze(0) : ad;
     Tensor b2 = bd.dim() == 1 ? bd.unsqueeze(1) : bd;
     Tensor g2 = g[0];
-    if (ad.dim() == 1) g2 = g2.unsqueeze(-2);
     if (bd.dim() == 1) g2 = g2.unsqueeze(-1);
+    if (ad.dim() == 1) g2 = g2.unsqueeze(-2);
     Tensor grad_a, grad_b;
     if (ga) grad_a = sum_to(matmul(g2, b2.transpose(-1, -2)), a2.sizes()).reshape(ad.sizes());
     if (gb) {

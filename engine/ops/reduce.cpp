@@ -58,10 +58,10 @@ Tensor rows_for(const Tensor& x, const ReducePlan& p) {
 }
 
 // Raw reduction (no autograd); values in x's dtype with shape p.out_shape.
-std::tuple<Tensor, Tensor> reduce_raw(ReduceOp op, const Tensor& x, const ReducePlan& p,
-                                      bool with_indices) {
-  MG_CHECK(op == ReduceOp::Sum || p.inner > 0, "reduction of an empty dim (shape ",
-           shape_str(x.sizes()), ") has no identity");
+std::tuple<Tensor, Tensor> reduce_raw(const char* name, ReduceOp op, const Tensor& x,
+                                      const ReducePlan& p, bool with_indices) {
+  MG_CHECK(op == ReduceOp::Sum || p.inner > 0, name, ": reduction over an empty dim of input shape ",
+           shape_str(x.sizes()), " has no identity");
   Tensor rows = rows_for(x, p);
   Tensor values = Tensor::empty({rows.size(0)}, x.options());
   Tensor indices = with_indices ? Tensor::empty({rows.size(0)}, x.options().dtype(kInt32)) : Tensor();
@@ -75,7 +75,7 @@ std::tuple<Tensor, Tensor> max_min(const char* name, ReduceOp op, const Tensor& 
                                    bool keepdim) {
   const int64_t d = wrap_dim(name, dim, x.dim());
   ReducePlan p = plan_reduce(name, x, {d}, keepdim);
-  auto [values, indices] = reduce_raw(op, x, p, true);
+  auto [values, indices] = reduce_raw(name, op, x, p, true);
   values = record(name, values, {x}, [sizes = x.sizes(), kept = p.kept, d,
                                       idx = indices.detach()](const TensorList& g) {
     NoGradGuard no_grad;
@@ -89,7 +89,7 @@ std::tuple<Tensor, Tensor> max_min(const char* name, ReduceOp op, const Tensor& 
 // amax/amin: the gradient is shared evenly among tied extrema, as torch.amax.
 Tensor extremum(const char* name, ReduceOp op, const Tensor& x, const Shape& dims, bool keepdim) {
   ReducePlan p = plan_reduce(name, x, dims, keepdim);
-  Tensor values = std::get<0>(reduce_raw(op, x, p, false));
+  Tensor values = std::get<0>(reduce_raw(name, op, x, p, false));
   if (!any_requires_grad({&x})) return values;
   return record(name, values, {x}, [xd = x.detach(), vd = values.detach(), kept = p.kept,
                                     dims = p.dims](const TensorList& g) {
@@ -103,7 +103,7 @@ Tensor extremum(const char* name, ReduceOp op, const Tensor& x, const Shape& dim
 
 Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
   ReducePlan p = plan_reduce("sum", x, dims, keepdim);
-  Tensor out = std::get<0>(reduce_raw(ReduceOp::Sum, x, p, false));
+  Tensor out = std::get<0>(reduce_raw("sum", ReduceOp::Sum, x, p, false));
   return record("sum", out, {x}, [sizes = x.sizes(), kept = p.kept](const TensorList& g) {
     return TensorList{g[0].reshape(kept).expand(sizes).contiguous()};
   });
@@ -145,11 +145,11 @@ Tensor arg_extremum(const char* name, ReduceOp op, const Tensor& x, std::optiona
                     bool keepdim) {
   if (!dim) {
     NoGradGuard no_grad;
-    Tensor idx = std::get<1>(reduce_raw(op, x.reshape({-1}), plan_reduce(name, x.reshape({-1}), {0}, false), true));
+    Tensor idx = std::get<1>(reduce_raw(name, op, x.reshape({-1}), plan_reduce(name, x.reshape({-1}), {0}, false), true));
     return keepdim ? idx.reshape(Shape(x.dim(), 1)) : idx;
   }
   const int64_t d = wrap_dim(name, *dim, x.dim());
-  return std::get<1>(reduce_raw(op, x, plan_reduce(name, x, {d}, keepdim), true));
+  return std::get<1>(reduce_raw(name, op, x, plan_reduce(name, x, {d}, keepdim), true));
 }
 }  // namespace
 
@@ -168,7 +168,7 @@ Tensor logsumexp(const Tensor& x, const Shape& dims, bool keepdim) {
   Tensor out;
   {
     NoGradGuard no_grad;
-    Tensor m = std::get<0>(reduce_raw(ReduceOp::Max, x, plan_reduce("logsumexp", x, dims, true), false));
+    Tensor m = std::get<0>(reduce_raw("logsumexp", ReduceOp::Max, x, plan_reduce("logsumexp", x, dims, true), false));
     Tensor finite_m = where(eq(abs(m), full_like(m, INFINITY)), zeros_like(m), m);
     out = (log(sum(exp(x - finite_m), dims, true)) + finite_m).reshape(p.out_shape);
   }
