@@ -4,4 +4,5 @@
 #include "engine/ops/index.hpp"
 #include "engine/ops/linalg.hpp"
 #include "engine/ops/loss.hpp"
+#include "engine/ops/norm.hpp"
 #include "engine/ops/reduce.hpp"

@@ -193,6 +193,19 @@ Tensor& Tensor::fill_(double value) {
   return *this;
 }
 
+void Tensor::set_data(const Tensor& src) {
+  MG_CHECK(is_leaf(), "set_data: only leaf tensors can have their data replaced");
+  MG_CHECK(!requires_grad() || src.is_floating_point(), "set_data: a tensor that requires grad "
+           "cannot take ", dtype_name(src.dtype()), " data");
+  TensorImpl& self = ref();
+  self.storage = src.ref().storage;
+  self.sizes = src.sizes();
+  self.strides = src.strides();
+  self.offset = src.storage_offset();
+  self.dtype = src.dtype();
+  self.autograd.grad.reset();
+}
+
 Tensor Tensor::to(ScalarType dtype) const {
   if (dtype == this->dtype()) return *this;
   Tensor out = Tensor::empty(sizes(), options().dtype(dtype));

@@ -125,6 +125,10 @@ class Tensor {
   Tensor clone() const;
   Tensor& copy_(const Tensor& src);
   Tensor& fill_(double value);
+  // Points this tensor (and every handle to it) at src's data, shape and dtype, keeping its
+  // autograd identity: how modules move parameters between devices and dtypes in place, as
+  // torch's `param.data = ...`.
+  void set_data(const Tensor& src);
   Tensor& zero_() { return fill_(0.0); }
   Tensor to(ScalarType dtype) const;
   Tensor to(Device device) const;
