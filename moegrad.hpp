@@ -4,4 +4,5 @@
 #include "engine/generator.hpp"
 #include "engine/ops.hpp"
 #include "engine/parallel.hpp"
+#include "engine/profiler.hpp"
 #include "engine/tensor.hpp"

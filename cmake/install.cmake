@@ -8,12 +8,14 @@ add_library(moegrad::moegrad ALIAS moegrad)
 set_target_properties(moegrad PROPERTIES EXPORT_NAME moegrad)
 target_link_libraries(moegrad INTERFACE moegrad_engine)
 
-install(TARGETS moegrad moegrad_engine EXPORT moegradTargets
+# The static libraries, their headers (include/moegrad/{moegrad.hpp,engine/,nn/}) and the package
+# files. moegrad::nn is exported too, for users of the modules and optimizers.
+install(TARGETS moegrad moegrad_engine moegrad_nn EXPORT moegradTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/moegrad.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad)
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/engine DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad
-        FILES_MATCHING PATTERN "*.hpp")
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/engine ${PROJECT_SOURCE_DIR}/nn
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad FILES_MATCHING PATTERN "*.hpp")
 install(EXPORT moegradTargets NAMESPACE moegrad:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/moegrad)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/moegradConfig.cmake.in
   ${PROJECT_BINARY_DIR}/moegradConfig.cmake INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/moegrad)

@@ -11,6 +11,7 @@
 
 #include "engine/ops/elementwise.hpp"
 #include "engine/ops/reduce.hpp"
+#include "engine/profiler.hpp"
 
 namespace mg {
 namespace {
@@ -251,7 +252,11 @@ void backward(const TensorList& roots, const TensorList& grads, bool retain_grap
         if (replaced.defined()) grad_outputs[i] = replaced;
       }
     }
-    TensorList input_grads = node->apply(std::move(grad_outputs));
+    TensorList input_grads;
+    {
+      profiler::Scope scope(node->name().c_str(), /*backward=*/true);
+      input_grads = node->apply(std::move(grad_outputs));
+    }
     if (!retain_graph) node->release();
 
     const auto& edges = node->next_edges();

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "engine/math/elementwise_math.hpp"
 #include "engine/tensor.hpp"
@@ -18,6 +19,26 @@ namespace mg {
 
 enum class ReduceOp { Sum, Max, Min };
 enum class RandomDist { Uniform, Normal };
+
+// A 2-d sliding window (conv2d, max_pool2d): output row oh reads input rows
+// oh * stride_h - pad_h + i * dilation_h for i in [0, kernel_h), and likewise for columns. Rows and
+// columns outside the input read as zero (conv) or are skipped (pooling).
+struct Window2d {
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t out_h = 0, out_w = 0;
+};
+
+// Separable averaging windows (avg_pool2d, adaptive_avg_pool2d): output (oh, ow) is the sum of
+// input rows [row_begin[oh], row_end[oh]) x columns [col_begin[ow], col_end[ow]), divided by
+// row_div[oh] * col_div[ow]. The ops compute these with torch's formulas, so every backend shares
+// one definition of padding, ceil_mode and count_include_pad.
+struct AvgWindows {
+  std::vector<int64_t> row_begin, row_end, col_begin, col_end;
+  std::vector<double> row_div, col_div;
+};
 
 class Backend {
  public:
@@ -49,6 +70,28 @@ class Backend {
 
   // ---- out[i] = a[i] @ b[i] for a [batch, M, K], b [batch, K, N] with any strides
   virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+
+  // ---- 2-d convolution on contiguous NCHW tensors: x [N, C, H, W], weight [O, C/groups, kh, kw],
+  // bias [O] or undefined, out/grad [N, O, out_h, out_w]. Implementations must not hold the
+  // unfolded input of the whole batch at once (a CNN batch would need hundreds of MB).
+  virtual void conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                      const Window2d& window, int64_t groups, const Tensor& out) = 0;
+  virtual void conv2d_backward_input(const Tensor& grad, const Tensor& weight,
+                                     const Window2d& window, int64_t groups,
+                                     const Tensor& grad_x) = 0;
+  virtual void conv2d_backward_weight(const Tensor& x, const Tensor& grad, const Window2d& window,
+                                      int64_t groups, const Tensor& grad_weight) = 0;
+
+  // ---- 2-d pooling on contiguous [N, C, H, W] -> [N, C, out_h, out_w]. max_pool2d's indices
+  // (int32) are flat positions ih * W + iw in the input plane, the first maximum on ties, a NaN
+  // winning as in torch. The backward kernels write every element of grad_x.
+  virtual void max_pool2d(const Tensor& x, const Window2d& window, const Tensor& out,
+                          const Tensor& indices) = 0;
+  virtual void max_pool2d_backward(const Tensor& grad, const Tensor& indices,
+                                   const Tensor& grad_x) = 0;
+  virtual void avg_pool2d(const Tensor& x, const AvgWindows& windows, const Tensor& out) = 0;
+  virtual void avg_pool2d_backward(const Tensor& grad, const AvgWindows& windows,
+                                   const Tensor& grad_x) = 0;
 
   // ---- softmax / log_softmax of each row of a contiguous [rows, cols] tensor, and backward
   // from the output y: out = y * (g - sum(g*y)) or g - exp(y) * sum(g) for log.

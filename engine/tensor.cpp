@@ -39,6 +39,7 @@ int64_t Tensor::size(int64_t dim) const { return sizes()[wrap_dim("size", dim, t
 int64_t Tensor::stride(int64_t dim) const { return strides()[wrap_dim("stride", dim, this->dim())]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to misplace, as torch
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (sizes()[i] == 1) continue;

@@ -21,6 +21,19 @@ class CpuBackend final : public Backend {
   void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& values,
                    const Tensor& indices) override;
   void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Window2d& window,
+              int64_t groups, const Tensor& out) override;
+  void conv2d_backward_input(const Tensor& grad, const Tensor& weight, const Window2d& window,
+                             int64_t groups, const Tensor& grad_x) override;
+  void conv2d_backward_weight(const Tensor& x, const Tensor& grad, const Window2d& window,
+                              int64_t groups, const Tensor& grad_weight) override;
+  void max_pool2d(const Tensor& x, const Window2d& window, const Tensor& out,
+                  const Tensor& indices) override;
+  void max_pool2d_backward(const Tensor& grad, const Tensor& indices,
+                           const Tensor& grad_x) override;
+  void avg_pool2d(const Tensor& x, const AvgWindows& windows, const Tensor& out) override;
+  void avg_pool2d_backward(const Tensor& grad, const AvgWindows& windows,
+                           const Tensor& grad_x) override;
   void softmax_rows(const Tensor& x, const Tensor& out, bool log) override;
   void softmax_rows_backward(const Tensor& y, const Tensor& grad, const Tensor& out,
                              bool log) override;

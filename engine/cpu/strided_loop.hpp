@@ -3,8 +3,9 @@
 // that are contiguous in every operand are merged, so a contiguous tensor becomes a single row
 // and a broadcast add [N, C] + [C] becomes N rows of C. The innermost row is handed to a kernel
 // with its byte strides, so kernels write one tight loop for the contiguous case and one general
-// loop; rows are spread over the thread pool.
+// loop; the elements are spread over the thread pool in contiguous ranges.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -62,19 +63,30 @@ void for_each_strided(const Shape& sizes, const Operands<N>& ops, const Inner& i
   merged.pop_back();
   int64_t rows = 1;
   for (const Dim& d : merged) rows *= d.size;
-  parallel_for(rows, rows * row.size, [&](int64_t begin, int64_t end) {
-    // Odometer over the outer dims, started at row `begin`.
+  const int64_t total = rows * row.size;
+  // Threads take contiguous ranges of elements, not whole rows: a contiguous tensor is a single
+  // row, which would otherwise run on one thread. A range may start and end inside a row; the
+  // kernels are element-wise, so where the ranges fall never changes a result.
+  parallel_for(total, total, [&](int64_t begin, int64_t end) {
+    // Odometer over the outer dims, started at the row holding element `begin`.
     const size_t depth = merged.size();
     std::vector<int64_t> counter(depth);
     std::array<char*, N> ptrs = ops.data;
-    int64_t rest = begin;
+    int64_t rest = begin / row.size;
+    int64_t col = begin % row.size;  // where the first (partial) row starts
     for (size_t i = depth; i-- > 0;) {
       counter[i] = rest % merged[i].size;
       rest /= merged[i].size;
       for (size_t k = 0; k < N; ++k) ptrs[k] += counter[i] * merged[i].stride[k];
     }
-    for (int64_t r = begin; r < end; ++r) {
-      inner(ptrs, row.stride, row.size);
+    for (int64_t pos = begin; pos < end;) {
+      const int64_t n = std::min(row.size - col, end - pos);
+      std::array<char*, N> start = ptrs;
+      for (size_t k = 0; k < N; ++k) start[k] += col * row.stride[k];
+      inner(start, row.stride, n);
+      pos += n;
+      col = 0;
+      if (pos == end) break;
       for (size_t i = depth; i-- > 0;) {
         for (size_t k = 0; k < N; ++k) ptrs[k] += merged[i].stride[k];
         if (++counter[i] < merged[i].size) break;

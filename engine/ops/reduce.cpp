@@ -54,7 +54,7 @@ Tensor rows_for(const Tensor& x, const ReducePlan& p) {
   order.insert(order.end(), p.dims.begin(), p.dims.end());
   NoGradGuard no_grad;
   Tensor moved = x.dim() == 0 ? x : x.permute(order);
-  return moved.contiguous().reshape({x.numel() / std::max<int64_t>(p.inner, 1), p.inner});
+  return moved.contiguous().reshape({numel_of(p.kept), p.inner});  // kept: outer dims, reduced ones 1
 }
 
 // Raw reduction (no autograd); values in x's dtype with shape p.out_shape.

@@ -1,0 +1,51 @@
+// A per-op profile any program can switch on: calls and time per op, forward and backward
+// separately. Forward time is exclusive (an op that calls other ops is charged only for its own
+// work); backward time is each graph node's apply(). Off by default; when off a scope costs one
+// branch.
+//
+//   mg::profiler::enable();
+//   ... train a few steps ...
+//   std::cout << mg::profiler::report();   // a table, slowest first
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mg::profiler {
+
+struct OpStats {
+  std::string name;  // "matmul" or "matmul (backward)"
+  int64_t calls = 0;
+  double seconds = 0.0;
+};
+
+void enable(bool on = true);
+bool is_enabled();
+void reset();
+std::vector<OpStats> stats();  // slowest first
+std::string report();          // a table of stats(), with each op's share of the total
+
+// Times one op; nested scopes subtract their time from the enclosing one.
+class Scope {
+ public:
+  explicit Scope(const char* name, bool backward = false);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  const char* name_;
+  bool backward_;
+  bool active_;
+  std::chrono::steady_clock::time_point start_;
+  double child_seconds_ = 0.0;
+  Scope* parent_ = nullptr;
+};
+
+}  // namespace mg::profiler
+
+#define MG_PROFILE_CONCAT_(a, b) a##b
+#define MG_PROFILE_CONCAT(a, b) MG_PROFILE_CONCAT_(a, b)
+// Charges the rest of the enclosing block to op `name` (a string literal).
+#define MG_PROFILE(name) ::mg::profiler::Scope MG_PROFILE_CONCAT(mg_profile_scope_, __LINE__)(name)
