@@ -3,6 +3,8 @@
 // is touched, and the model's own load_state_dict checks every key and shape before it copies.
 #include "nn/checkpoint.hpp"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "nn/safetensors.hpp"
@@ -22,7 +24,7 @@ json parse_field(const std::string& path, const char* field, const std::string& 
   try {
     return json::parse(text);
   } catch (const json::parse_error& err) {
-    throw Error(detail::concat("save_checkpoint: ", path, ": ", field, " is not valid JSON: ", err.what()));
+    throw Error(mg::detail::concat("save_checkpoint: ", path, ": ", field, " is not valid JSON: ", err.what()));
   }
 }
 
@@ -55,22 +57,22 @@ TrainingState parse_metadata(const std::string& path, const std::map<std::string
   try {
     root = json::parse(it->second);
   } catch (const json::parse_error& err) {
-    throw Error(detail::concat("load_checkpoint: ", path, ": __metadata__ \"", kMetadataKey,
+    throw Error(mg::detail::concat("load_checkpoint: ", path, ": __metadata__ \"", kMetadataKey,
                                "\" is not valid JSON: ", err.what()));
   }
   auto bad = [&](const std::string& what) {
-    throw Error(detail::concat("load_checkpoint: ", path, ": __metadata__ \"", kMetadataKey, "\": ", what));
+    throw Error(mg::detail::concat("load_checkpoint: ", path, ": __metadata__ \"", kMetadataKey, "\": ", what));
   };
   if (!root.is_object()) bad("expected a JSON object");
   if (!root.contains("version") || !root["version"].is_number_integer()) bad("no integer \"version\"");
   const auto version = root["version"].get<int64_t>();
   if (version < 1 || version > kCheckpointVersion)
-    bad(detail::concat("format version ", version, " is not supported (this build reads 1 to ",
+    bad(mg::detail::concat("format version ", version, " is not supported (this build reads 1 to ",
                        kCheckpointVersion, ")"));
 
   auto integer_field = [&](const char* field) {
     if (!root.contains(field) || !root[field].is_number_integer())
-      bad(detail::concat("\"", field, "\" must be an integer"));
+      bad(mg::detail::concat("\"", field, "\" must be an integer"));
     return root[field].get<int64_t>();
   };
   TrainingState state;
@@ -118,7 +120,7 @@ void save_checkpoint(const std::string& path, const Module& model, const Trainin
   try {
     metadata = root.dump();
   } catch (const json::type_error& err) {  // an rng name that is not UTF-8
-    throw Error(detail::concat("save_checkpoint: ", path, ": ", err.what()));
+    throw Error(mg::detail::concat("save_checkpoint: ", path, ": ", err.what()));
   }
   save_safetensors(path, tensors, {{kMetadataKey, metadata}});
 }
@@ -140,7 +142,7 @@ TrainingState load_checkpoint(const std::string& path, Module& model, bool stric
   try {
     model.load_state_dict(model_tensors, strict);
   } catch (const Error& err) {
-    throw Error(detail::concat("load_checkpoint: ", path, ": ", err.what()));
+    throw Error(mg::detail::concat("load_checkpoint: ", path, ": ", err.what()));
   }
   return state;
 }
@@ -173,6 +175,57 @@ void restore_rng_states(const TrainingState& state, const std::map<std::string, 
   const auto& [seed, offset] = state.rng.at(kDefaultGeneratorName);
   default_generator().set_state(seed, offset);
   for (const auto& [name, gen] : named) gen->set_state(state.rng.at(name).first, state.rng.at(name).second);
+}
+
+// Scalars go through JSON numbers, which nlohmann prints with round-trip precision, so a resumed
+// run continues bit-exactly. JSON has no NaN or infinity (an option may be inf), so those travel
+// as the strings "nan", "inf" and "-inf".
+namespace {
+nlohmann::json scalar_to_json(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
+}
+double scalar_from_json(const nlohmann::json& j) {
+  if (j.is_number()) return j.get<double>();
+  const std::string s = j.is_string() ? j.get<std::string>() : std::string();
+  if (s == "nan") return std::nan("");
+  if (s == "inf") return INFINITY;
+  if (s == "-inf") return -INFINITY;
+  throw Error("restore_optimizer_state: expected a number, got " + j.dump());
+}
+}  // namespace
+
+void capture_optimizer_state(TrainingState& state, const Optimizer& optimizer, const LRScheduler* scheduler) {
+  const OptimizerStateDict dict = optimizer.state_dict();
+  state.optimizer_tensors = dict.tensors;
+  nlohmann::json scalars = nlohmann::json::object();
+  for (const auto& [k, v] : dict.scalars) scalars[k] = scalar_to_json(v);
+  state.optimizer_json = nlohmann::json{{"optimizer", dict.optimizer}, {"scalars", scalars}}.dump();
+  if (scheduler) {
+    nlohmann::json sched = nlohmann::json::object();
+    for (const auto& [k, v] : scheduler->state_dict()) sched[k] = scalar_to_json(v);
+    state.scheduler_json = sched.dump();
+  }
+}
+
+void restore_optimizer_state(const TrainingState& state, Optimizer& optimizer, LRScheduler* scheduler) {
+  MG_CHECK(!state.optimizer_json.empty(), "restore_optimizer_state: the checkpoint holds no optimizer state");
+  const nlohmann::json j = nlohmann::json::parse(state.optimizer_json);
+  MG_CHECK(j.is_object() && j.contains("optimizer") && j.contains("scalars") && j["scalars"].is_object(),
+           "restore_optimizer_state: malformed optimizer state ", state.optimizer_json.substr(0, 80));
+  OptimizerStateDict dict;
+  dict.optimizer = j["optimizer"].get<std::string>();
+  dict.tensors = state.optimizer_tensors;
+  for (const auto& [k, v] : j["scalars"].items()) dict.scalars[k] = scalar_from_json(v);
+  std::map<std::string, double> sched;  // parsed before anything is loaded
+  if (scheduler) {
+    MG_CHECK(!state.scheduler_json.empty(), "restore_optimizer_state: the checkpoint holds no scheduler state");
+    const nlohmann::json parsed = nlohmann::json::parse(state.scheduler_json);  // must outlive the loop
+    for (const auto& [k, v] : parsed.items()) sched[k] = scalar_from_json(v);
+  }
+  optimizer.load_state_dict(dict);
+  if (scheduler) scheduler->load_state_dict(sched);
 }
 
 }  // namespace mg::nn

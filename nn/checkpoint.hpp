@@ -22,7 +22,9 @@
 #include <utility>
 
 #include "engine/generator.hpp"
+#include "nn/lr_scheduler.hpp"
 #include "nn/module.hpp"
+#include "nn/optim.hpp"
 
 namespace mg::nn {
 
@@ -57,5 +59,14 @@ void capture_rng_states(TrainingState& state, const std::map<std::string, Genera
 // Sets the default generator and each named one from state.rng; throws, changing none, when the
 // checkpoint lacks any of them.
 void restore_rng_states(const TrainingState& state, const std::map<std::string, Generator*>& named = {});
+
+// Stores the optimizer's state (tensors as "optim.<name>", scalars as optimizer_json) and, when
+// given, the scheduler's state (scheduler_json) into `state`.
+void capture_optimizer_state(TrainingState& state, const Optimizer& optimizer,
+                             const LRScheduler* scheduler = nullptr);
+// The inverse: loads them into an optimizer built over the same parameters (and its scheduler).
+// Throws when the checkpoint holds another optimizer type or no optimizer state.
+void restore_optimizer_state(const TrainingState& state, Optimizer& optimizer,
+                             LRScheduler* scheduler = nullptr);
 
 }  // namespace mg::nn
