@@ -46,7 +46,8 @@ Scope::~Scope() {
   OpStats& s = table()[key];
   s.name = key;
   s.calls += 1;
-  s.seconds += total - child_seconds_;
+  s.self_seconds += total - child_seconds_;
+  s.total_seconds += total;
 }
 
 std::vector<OpStats> stats() {
@@ -55,25 +56,27 @@ std::vector<OpStats> stats() {
     std::lock_guard<std::mutex> lock(mutex);
     for (const auto& kv : table()) out.push_back(kv.second);
   }
-  std::sort(out.begin(), out.end(), [](const OpStats& a, const OpStats& b) { return a.seconds > b.seconds; });
+  std::sort(out.begin(), out.end(), [](const OpStats& a, const OpStats& b) { return a.self_seconds > b.self_seconds; });
   return out;
 }
 
 std::string report() {
   const auto all = stats();
   double total = 0;
-  for (const auto& s : all) total += s.seconds;
+  for (const auto& s : all) total += s.self_seconds;
   std::string out;
-  char line[160];
-  std::snprintf(line, sizeof line, "%-36s %10s %12s %12s %7s\n", "op", "calls", "total ms", "ms/call", "share");
+  char line[200];
+  std::snprintf(line, sizeof line, "%-36s %9s %11s %7s %11s %10s\n", "op", "calls", "self ms", "self%",
+                "total ms", "ms/call");
   out += line;
   for (const auto& s : all) {
-    std::snprintf(line, sizeof line, "%-36s %10lld %12.3f %12.4f %6.1f%%\n", s.name.c_str(),
-                  static_cast<long long>(s.calls), 1e3 * s.seconds, 1e3 * s.seconds / std::max<int64_t>(s.calls, 1),
-                  total > 0 ? 100.0 * s.seconds / total : 0.0);
+    std::snprintf(line, sizeof line, "%-36s %9lld %11.3f %6.1f%% %11.3f %10.4f\n", s.name.c_str(),
+                  static_cast<long long>(s.calls), 1e3 * s.self_seconds,
+                  total > 0 ? 100.0 * s.self_seconds / total : 0.0, 1e3 * s.total_seconds,
+                  1e3 * s.total_seconds / std::max<int64_t>(s.calls, 1));
     out += line;
   }
-  std::snprintf(line, sizeof line, "%-36s %10s %12.3f\n", "total", "", 1e3 * total);
+  std::snprintf(line, sizeof line, "%-36s %9s %11.3f\n", "total", "", 1e3 * total);
   out += line;
   return out;
 }

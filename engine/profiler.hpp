@@ -1,7 +1,8 @@
-// A per-op profile any program can switch on: calls and time per op, forward and backward
-// separately. Forward time is exclusive (an op that calls other ops is charged only for its own
-// work); backward time is each graph node's apply(). Off by default; when off a scope costs one
-// branch.
+// A per-op profile any program can switch on: calls, self time and total time per op, forward
+// and backward separately (as torch.profiler's self/total CPU time). An op built from other ops
+// (layer_norm from sub, mul, ...) shows its whole cost as total and only its own work as self.
+// Backward time is each graph node's apply(), everything it runs included. Off by default; when
+// off a scope costs one branch.
 //
 //   mg::profiler::enable();
 //   ... train a few steps ...
@@ -17,13 +18,14 @@ namespace mg::profiler {
 struct OpStats {
   std::string name;  // "matmul" or "matmul (backward)"
   int64_t calls = 0;
-  double seconds = 0.0;
+  double self_seconds = 0.0;   // excluding the ops it called
+  double total_seconds = 0.0;  // including them
 };
 
 void enable(bool on = true);
 bool is_enabled();
 void reset();
-std::vector<OpStats> stats();  // slowest first
+std::vector<OpStats> stats();  // most self time first
 std::string report();          // a table of stats(), with each op's share of the total
 
 // Times one op; nested scopes subtract their time from the enclosing one.

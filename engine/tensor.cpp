@@ -7,6 +7,7 @@
 #include "engine/autograd.hpp"
 #include "engine/backend.hpp"
 #include "engine/ops/elementwise.hpp"
+#include "engine/profiler.hpp"
 
 namespace mg {
 
@@ -163,6 +164,7 @@ Tensor& Tensor::detach_() {
 Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 
 Tensor Tensor::clone() const {
+  MG_PROFILE("clone");
   Tensor out = Tensor::empty(sizes(), options());
   backend_of(*this).copy(*this, out);
   return record("clone", out, {*this}, [](const TensorList& g) { return TensorList{g[0]}; });
@@ -209,6 +211,7 @@ void Tensor::set_data(const Tensor& src) {
 
 Tensor Tensor::to(ScalarType dtype) const {
   if (dtype == this->dtype()) return *this;
+  MG_PROFILE("to");
   Tensor out = Tensor::empty(sizes(), options().dtype(dtype));
   backend_of(*this).copy(*this, out);
   if (!mg::is_floating_point(dtype)) return out;

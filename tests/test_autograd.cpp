@@ -2,6 +2,8 @@
 // graphs, DOT export and anomaly mode.
 #include "gradcheck.hpp"
 
+#include <map>
+
 using mg::Tensor;
 using mgtest::require_close;
 
@@ -130,4 +132,26 @@ TEST_CASE("in-place writes into tensors that require grad are refused", "[autogr
   }
   require_close(x.detach(), f64({3, 3}, {2}));
   CHECK_THROWS_WITH(mg::zeros({2}, mg::kInt32).requires_grad_(), Catch::Contains("floating"));
+}
+
+TEST_CASE("the per-op profile counts calls and splits self from total time", "[autograd][profiler]") {
+  mg::profiler::reset();
+  mg::profiler::enable();
+  Tensor x = mg::randn({64, 64}).requires_grad_();
+  for (int i = 0; i < 3; ++i) {
+    Tensor y = mg::layer_norm(mg::matmul(x, x), {64}).sum();
+    y.backward();
+  }
+  mg::profiler::enable(false);
+  mg::matmul(x, x);  // not counted once disabled
+  std::map<std::string, mg::profiler::OpStats> by_name;
+  for (const auto& s : mg::profiler::stats()) by_name[s.name] = s;
+  REQUIRE(by_name.count("matmul"));
+  CHECK(by_name["matmul"].calls == 3);
+  CHECK(by_name["matmul (backward)"].calls == 3);
+  CHECK(by_name["sum (backward)"].calls == 3);
+  for (const auto& [name, s] : by_name) CHECK(s.self_seconds <= s.total_seconds + 1e-12);
+  CHECK_THAT(mg::profiler::report(), Catch::Contains("matmul (backward)") && Catch::Contains("self ms"));
+  mg::profiler::reset();
+  CHECK(mg::profiler::stats().empty());
 }

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/ops/elementwise.hpp"
 #include "engine/ops/linalg.hpp"
 #include "engine/ops/loss.hpp"
@@ -16,6 +17,7 @@ namespace mg {
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options, Tensor* weights_out) {
+  MG_PROFILE("scaled_dot_product_attention");
   MG_CHECK(q.dim() >= 2 && k.dim() >= 2 && v.dim() >= 2, "scaled_dot_product_attention: q, k, v need "
            "at least 2 dims, got ", shape_str(q.sizes()), ", ", shape_str(k.sizes()), ", ", shape_str(v.sizes()));
   MG_CHECK(q.size(-1) == k.size(-1), "scaled_dot_product_attention: q ", shape_str(q.sizes()),

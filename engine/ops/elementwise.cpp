@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/backend.hpp"
 #include "engine/ops/reduce.hpp"
 
@@ -22,6 +23,7 @@ void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor binary_forward(const char* op_name, BinaryOp op, const Tensor& a, const Tensor& b) {
+  MG_PROFILE(op_name);
   check_same_dtype(op_name, a, b);
   const Shape shape = broadcast_shapes(op_name, a.sizes(), b.sizes());
   Tensor out = Tensor::empty(shape, a.options());
@@ -39,6 +41,7 @@ Tensor unary_forward(UnaryOp op, UnaryParams params, const Tensor& x) {
 // y = f(x) with the fused derivative kernel for backward; saves x and y as detached views.
 Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, UnaryParams params = {},
                 bool floating_only = true) {
+  MG_PROFILE(name);
   if (floating_only)
     MG_CHECK(x.is_floating_point(), name, ": expected a floating-point tensor, got ",
              dtype_name(x.dtype()), " ", shape_str(x.sizes()));
@@ -175,6 +178,7 @@ Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> m
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  MG_PROFILE("where");
   check_same_dtype("where", a, b);
   const Shape shape = broadcast_shapes("where", broadcast_shapes("where", cond.sizes(), a.sizes()), b.sizes());
   Tensor out = Tensor::empty(shape, a.options());

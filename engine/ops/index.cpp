@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/backend.hpp"
 #include "engine/ops/elementwise.hpp"
 
@@ -49,6 +50,7 @@ Tensor as_rows(const Tensor& moved) {
 }  // namespace
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  MG_PROFILE("index_select");
   dim = wrap_dim("index_select", dim, x.dim());
   if (x.dim() == 0) {  // a scalar acts as a 1-element vector, and stays a scalar (as torch)
     MG_CHECK(index.numel() == 1, "index_select: index of shape ", shape_str(index.sizes()),
@@ -70,6 +72,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& source) {
+  MG_PROFILE("index_add");
   dim = wrap_dim("index_add", dim, x.dim());
   if (x.dim() == 0) {
     MG_CHECK(source.numel() == 1 && index.numel() == 1, "index_add: a 0-d input takes one index and "
@@ -99,6 +102,7 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  MG_PROFILE("masked_fill");
   const Shape shape = broadcast_shapes("masked_fill", mask.sizes(), x.sizes());
   MG_CHECK(shape == x.sizes(), "masked_fill: mask of shape ", shape_str(mask.sizes()),
            " does not broadcast to input of shape ", shape_str(x.sizes()));
@@ -116,6 +120,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
 }
 
 Tensor one_hot(const Tensor& labels, int64_t num_classes) {
+  MG_PROFILE("one_hot");
   MG_CHECK(labels.dtype() == kInt32, "one_hot: labels must be int32, got ", dtype_name(labels.dtype()),
            " of shape ", shape_str(labels.sizes()));
   const std::vector<int32_t> values = labels.to_vector<int32_t>();
@@ -140,6 +145,7 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes) {
 }
 
 std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool largest, bool sorted) {
+  MG_PROFILE("topk");
   (void)sorted;  // the kernel always returns sorted order, which sorted=false permits
   dim = wrap_dim("topk", dim, x.dim());
   const int64_t n = x.dim() == 0 ? 1 : x.size(dim);
@@ -171,6 +177,7 @@ std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool la
 }
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
+  MG_PROFILE("scatter_add");
   dim = wrap_dim("scatter_add", dim, x.dim());
   check_gather_shapes("scatter_add", x, dim, index);
   MG_CHECK(src.dtype() == x.dtype(), "scatter_add: dtype mismatch, input ", dtype_name(x.dtype()),
@@ -201,6 +208,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  MG_PROFILE("gather");
   dim = wrap_dim("gather", dim, x.dim());
   check_gather_shapes("gather", x, dim, index);
   check_index("gather", index, x.size(dim), x, dim);
@@ -215,6 +223,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 std::tuple<Tensor, Tensor> sort(const Tensor& x, int64_t dim, bool descending) {
+  MG_PROFILE("sort");
   dim = wrap_dim("sort", dim, x.dim());
   if (x.dim() == 0) return {x, zeros({}, x.options().dtype(kInt32))};
   Tensor values, indices;

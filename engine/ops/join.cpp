@@ -3,12 +3,14 @@
 #include <algorithm>
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/ops/index.hpp"
 #include "engine/ops/reduce.hpp"
 
 namespace mg {
 
 Tensor cat(const TensorList& tensors, int64_t dim) {
+  MG_PROFILE("cat");
   MG_CHECK(!tensors.empty(), "cat: expected a non-empty list of tensors");
   // torch's legacy rule: a 1-d empty tensor (shape [0]) joins tensors of any shape and is skipped,
   // so a result can be built up from an empty start.
@@ -119,6 +121,7 @@ TensorList chunk(const Tensor& x, int64_t chunks, int64_t dim) {
 }
 
 Tensor repeat(const Tensor& x, const Shape& repeats) {
+  MG_PROFILE("repeat");
   MG_CHECK(static_cast<int64_t>(repeats.size()) >= x.dim(), "repeat: ", repeats.size(),
            " repeat counts given for input of shape ", shape_str(x.sizes()), ", need at least ", x.dim());
   for (int64_t r : repeats)

@@ -3,6 +3,7 @@
 #include "engine/ops/linalg.hpp"
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/backend.hpp"
 #include "engine/ops/elementwise.hpp"
 
@@ -27,6 +28,7 @@ Tensor bmm_raw(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  MG_PROFILE("matmul");
   MG_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least 1 dim, got shapes ",
            shape_str(a.sizes()), " and ", shape_str(b.sizes()));
   MG_CHECK(a.dtype() == b.dtype(), "matmul: dtype mismatch, ", dtype_name(a.dtype()), " ",

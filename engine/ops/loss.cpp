@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/backend.hpp"
 #include "engine/ops/elementwise.hpp"
 #include "engine/ops/index.hpp"
@@ -19,6 +20,7 @@ namespace {
 // inverse) so that the backend sees contiguous [rows, cols].
 
 Tensor softmax_impl(const char* name, const Tensor& x, int64_t dim, bool log) {
+  MG_PROFILE(name);
   MG_CHECK(x.is_floating_point(), name, ": expected a floating-point tensor, got ",
            dtype_name(x.dtype()), " ", shape_str(x.sizes()));
   const int64_t d = wrap_dim(name, dim, x.dim());
@@ -194,6 +196,7 @@ Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl("softmax", x,
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl("log_softmax", x, dim, true); }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, CrossEntropyOptions options) {
+  MG_PROFILE("cross_entropy");
   const double s = options.label_smoothing_;
   MG_CHECK(s >= 0.0 && s <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got ", s);
   ClassRows p = class_rows("cross_entropy", "logits", logits, target, options.ignore_index_);
@@ -224,6 +227,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, CrossEntropyOpt
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction,
                 int64_t ignore_index) {
+  MG_PROFILE("nll_loss");
   ClassRows p = class_rows("nll_loss", "log_probs", log_probs, target, ignore_index);
   Tensor out;
   {
@@ -242,6 +246,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reducti
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  MG_PROFILE("mse_loss");
   check_pair("mse_loss", "input", input, "target", target);
   Tensor diff, out;
   {
@@ -260,6 +265,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) 
 
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
                                         Reduction reduction) {
+  MG_PROFILE("binary_cross_entropy_with_logits");
   check_pair("binary_cross_entropy_with_logits", "logits", logits, "target", target);
   Tensor out;
   {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "engine/autograd.hpp"
+#include "engine/profiler.hpp"
 #include "engine/backend.hpp"
 #include "engine/ops/elementwise.hpp"
 #include "engine/ops/index.hpp"
@@ -60,6 +61,7 @@ Tensor rows_for(const Tensor& x, const ReducePlan& p) {
 // Raw reduction (no autograd); values in x's dtype with shape p.out_shape.
 std::tuple<Tensor, Tensor> reduce_raw(const char* name, ReduceOp op, const Tensor& x,
                                       const ReducePlan& p, bool with_indices) {
+  MG_PROFILE(name);
   MG_CHECK(op == ReduceOp::Sum || p.inner > 0, name, ": reduction over an empty dim of input shape ",
            shape_str(x.sizes()), " has no identity");
   Tensor rows = rows_for(x, p);
@@ -110,12 +112,14 @@ Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
+  MG_PROFILE("mean");
   MG_CHECK(x.is_floating_point(), "mean: expected a floating-point tensor, got ", dtype_name(x.dtype()));
   ReducePlan p = plan_reduce("mean", x, dims, keepdim);
   return sum(x, dims, keepdim) / static_cast<double>(p.inner);
 }
 
 Tensor var(const Tensor& x, const Shape& dims, bool unbiased, bool keepdim) {
+  MG_PROFILE("var");
   MG_CHECK(x.is_floating_point(), "var: expected a floating-point tensor, got ", dtype_name(x.dtype()));
   ReducePlan p = plan_reduce("var", x, dims, keepdim);
   Tensor centered = x - mean(x, dims, true);
@@ -162,6 +166,7 @@ Tensor argmin(const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
 
 // Stable for any magnitude: max + log(sum(exp(x - max))); an all -inf slice gives -inf.
 Tensor logsumexp(const Tensor& x, const Shape& dims, bool keepdim) {
+  MG_PROFILE("logsumexp");
   MG_CHECK(x.is_floating_point(), "logsumexp: expected a floating-point tensor, got ",
            dtype_name(x.dtype()));
   ReducePlan p = plan_reduce("logsumexp", x, dims, keepdim);
@@ -178,6 +183,7 @@ Tensor logsumexp(const Tensor& x, const Shape& dims, bool keepdim) {
 }
 
 Tensor norm(const Tensor& x, double p, const Shape& dims, bool keepdim) {
+  MG_PROFILE("norm");
   MG_CHECK(x.is_floating_point(), "norm: expected a floating-point tensor, got ", dtype_name(x.dtype()));
   MG_CHECK(p > 0, "norm: p must be positive, got ", p);
   if (p == 1.0) return sum(abs(x), dims, keepdim);
