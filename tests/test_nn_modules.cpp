@@ -4,7 +4,9 @@
 #include "nn/containers.hpp"
 #include "nn/init.hpp"
 #include "nn/layers.hpp"
+#include "nn/loss.hpp"
 #include "nn/normalization.hpp"
+#include "nn/optim.hpp"
 #include "reference/norm_reference.hpp"
 
 using mg::Tensor;
@@ -236,18 +238,18 @@ TEST_CASE("freeze: a frozen branch stays bit-identical while the rest trains", "
   model->register_module("b", branch_b);
 
   mg::Generator data(12);
-  auto train_step = [&](double lr) {
+  // SGD with momentum and weight decay: a frozen parameter must not even decay.
+  nn::SGD optimizer(model->parameters(), nn::SGDOptions(0.05).momentum(0.9).weight_decay(1e-2));
+  auto train_step = [&]() {
     Tensor x = mg::randn({32, 8}, mg::kFloat32, &data);
     Tensor target = mg::randn({32, 4}, mg::kFloat32, &data);
     Tensor h = stem->forward(x);
     Tensor loss = mg::mse_loss(branch_a->forward(h), target) + mg::mse_loss(branch_b->forward(h), target);
-    model->zero_grad();
+    optimizer.zero_grad();
     loss.backward();
-    mg::NoGradGuard no_grad;
-    for (auto& p : model->parameters())
-      if (p.grad().defined()) p.copy_(p - lr * p.grad() - lr * 1e-2 * p);  // SGD with weight decay
+    optimizer.step();
   };
-  for (int i = 0; i < 10; ++i) train_step(0.05);  // everything trains first
+  for (int i = 0; i < 10; ++i) train_step();  // everything trains first
 
   branch_a->freeze();
   model->train();  // must not undo the freeze
@@ -259,7 +261,7 @@ TEST_CASE("freeze: a frozen branch stays bit-identical while the rest trains", "
   for (auto& [n, t] : branch_a->state_dict()) state_before.push_back(t.to_vector<float>());
   const auto stem_before = stem->state_dict()[0].second.to_vector<float>();
 
-  for (int i = 0; i < 50; ++i) train_step(0.05);
+  for (int i = 0; i < 50; ++i) train_step();
 
   size_t k = 0;
   for (auto& [n, t] : branch_a->state_dict()) {
@@ -293,4 +295,17 @@ TEST_CASE("containers", "[nn]") {
   CHECK(emb.forward(mg::from_vector(std::vector<int32_t>{1, 9}, {2}, mg::kInt32)).sizes() == mg::Shape{2, 3});
   nn::LayerNorm ln({3});
   CHECK(ln.forward(mg::randn({2, 3})).sizes() == mg::Shape{2, 3});
+}
+
+TEST_CASE("loss modules forward to the engine's losses", "[nn]") {
+  Tensor logits = f64({2, 0, -1, 0.5, 0.5, 3}, {2, 3});
+  Tensor labels = mg::from_vector(std::vector<int32_t>{0, 2}, {2}, mg::kInt32);
+  nn::CrossEntropyLoss ce(mg::CrossEntropyOptions().label_smoothing(0.1));
+  require_close(ce.forward(logits, labels), mg::cross_entropy(logits, labels, mg::CrossEntropyOptions().label_smoothing(0.1)));
+  nn::NLLLoss nll(mg::kSum);
+  require_close(nll.forward(mg::log_softmax(logits, 1), labels), mg::cross_entropy(logits, labels, mg::CrossEntropyOptions().reduction(mg::kSum)));
+  nn::MSELoss mse;
+  require_close(mse.forward(f64({1, 2}, {2}), f64({0, 0}, {2})), f64({2.5}, {}));
+  nn::BCEWithLogitsLoss bce(mg::kNone);
+  require_close(bce.forward(f64({0}, {1}), f64({1}, {1})), f64({std::log(2.0)}, {1}));
 }
