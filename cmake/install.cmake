@@ -6,15 +6,17 @@ include(CMakePackageConfigHelpers)
 add_library(moegrad INTERFACE)
 add_library(moegrad::moegrad ALIAS moegrad)
 set_target_properties(moegrad PROPERTIES EXPORT_NAME moegrad)
-target_link_libraries(moegrad INTERFACE moegrad_engine)
+# moegrad.hpp includes the MoE module, so the umbrella target links it (and through it nn).
+target_link_libraries(moegrad INTERFACE moegrad_engine moegrad_moe)
 
-# The static libraries, their headers (include/moegrad/{moegrad.hpp,engine/,nn/}) and the package
-# files. moegrad::nn is exported too, for users of the modules and optimizers.
-install(TARGETS moegrad moegrad_engine moegrad_nn EXPORT moegradTargets
+# The static libraries, their headers (include/moegrad/{moegrad.hpp,engine/,nn/,moe/}) and the
+# package files. moegrad::nn and moegrad::moe are exported too, for users of the modules,
+# optimizers and MoE layers.
+install(TARGETS moegrad moegrad_engine moegrad_nn moegrad_moe EXPORT moegradTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/moegrad.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad)
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/engine ${PROJECT_SOURCE_DIR}/nn
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/engine ${PROJECT_SOURCE_DIR}/nn ${PROJECT_SOURCE_DIR}/moe
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moegrad FILES_MATCHING PATTERN "*.hpp")
 install(EXPORT moegradTargets NAMESPACE moegrad:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/moegrad)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/moegradConfig.cmake.in

@@ -64,7 +64,8 @@ class Backend {
   virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
 
   // ---- reductions of each row of a contiguous [rows, cols] tensor into values [rows];
-  // indices [rows] (int32, first occurrence) is filled for Max/Min when defined.
+  // indices [rows] (int32, first occurrence) is filled for Max/Min when defined. For Sum, x may
+  // instead have adjacent rows (stride(0) == 1, any stride(1)): the column sums of a matrix.
   virtual void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& values,
                            const Tensor& indices) = 0;
 
@@ -92,6 +93,25 @@ class Backend {
   virtual void avg_pool2d(const Tensor& x, const AvgWindows& windows, const Tensor& out) = 0;
   virtual void avg_pool2d_backward(const Tensor& grad, const AvgWindows& windows,
                                    const Tensor& grad_x) = 0;
+
+  // ---- batch normalization of a contiguous x [N, C, S] (S: the trailing dims flattened), per
+  // channel C, with torch's formulas (ATen/native/cpu/batch_norm_kernel.cpp):
+  // stats: mean [C], biased var [C] and invstd = 1 / sqrt(var + eps) [C], accumulated in double.
+  virtual void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Tensor& var,
+                                const Tensor& invstd) = 0;
+  // out = x * alpha + beta with alpha = invstd * weight, beta = bias - mean * alpha; weight and
+  // bias [C] may be undefined (1 and 0).
+  virtual void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                  const Tensor& weight, const Tensor& bias, const Tensor& out) = 0;
+  // From grad [N, C, S]: with sum = sum(grad), dotp = sum((x - mean) * grad) per channel,
+  //   grad_x = (grad - sum / M - (x - mean) * dotp * invstd^2 / M) * invstd * weight  (batch stats,
+  //            M = N * S) or grad * invstd * weight (running stats),
+  //   grad_weight = dotp * invstd, grad_bias = sum.
+  // Each output may be undefined (not needed); weight may be undefined (1).
+  virtual void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                                   const Tensor& invstd, const Tensor& weight, bool batch_stats,
+                                   const Tensor& grad_x, const Tensor& grad_weight,
+                                   const Tensor& grad_bias) = 0;
 
   // ---- softmax / log_softmax of each row of a contiguous [rows, cols] tensor, and backward
   // from the output y: out = y * (g - sum(g*y)) or g - exp(y) * sum(g) for log.

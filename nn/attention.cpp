@@ -1,6 +1,7 @@
 #include "nn/attention.hpp"
 
 #include "engine/ops/elementwise.hpp"
+#include "engine/ops/index.hpp"
 #include "engine/ops/linalg.hpp"
 #include "nn/init.hpp"
 
@@ -37,9 +38,10 @@ std::pair<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, const
   if (query.is_same(key) && key.is_same(value)) {
     // Self-attention: one [E] -> [3E] GEMM instead of three.
     Tensor qkv = linear(q_in, in_proj_weight, in_proj_bias).reshape({B, L, 3, num_heads, head_dim});
-    q = qkv.select(2, 0).transpose(1, 2);
-    k = qkv.select(2, 1).transpose(1, 2);
-    v = qkv.select(2, 2).transpose(1, 2);
+    const TensorList parts = unbind(qkv, 2);  // its backward writes the three gradients in one pass
+    q = parts[0].transpose(1, 2);
+    k = parts[1].transpose(1, 2);
+    v = parts[2].transpose(1, 2);
   } else {
     q = project(q_in, 0);
     k = project(k_in, 1);

@@ -10,4 +10,4 @@ add_test(NAME consumer
                  -DCXX_COMPILER=${CMAKE_CXX_COMPILER}
                  -DCONFIG=$<CONFIG>
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/consumer/run_consumer.cmake)
-set_tests_properties(consumer PROPERTIES LABELS consumer TIMEOUT 300)
+set_tests_properties(consumer PROPERTIES LABELS consumer TIMEOUT 600)

@@ -34,6 +34,14 @@ class CpuBackend final : public Backend {
   void avg_pool2d(const Tensor& x, const AvgWindows& windows, const Tensor& out) override;
   void avg_pool2d_backward(const Tensor& grad, const AvgWindows& windows,
                            const Tensor& grad_x) override;
+  void batch_norm_stats(const Tensor& x, double eps, const Tensor& mean, const Tensor& var,
+                        const Tensor& invstd) override;
+  void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                          const Tensor& weight, const Tensor& bias, const Tensor& out) override;
+  void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                           const Tensor& invstd, const Tensor& weight, bool batch_stats,
+                           const Tensor& grad_x, const Tensor& grad_weight,
+                           const Tensor& grad_bias) override;
   void softmax_rows(const Tensor& x, const Tensor& out, bool log) override;
   void softmax_rows_backward(const Tensor& y, const Tensor& grad, const Tensor& out,
                              bool log) override;

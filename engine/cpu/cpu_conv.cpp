@@ -6,7 +6,8 @@
 // A batch at least as large as the thread count is split over threads by samples, each thread with
 // its own unfold buffer and single-threaded GEMMs, so memory stays at one sample's unfold per
 // thread; a smaller batch runs sample after sample with Eigen's multi-threaded GEMM. A 1x1 kernel
-// with stride 1 and no padding multiplies the input in place.
+// with stride 1 and no padding multiplies the input in place. The float32 3x3 'same' convs of CNNs
+// take the direct kernels of cpu_conv_direct.cpp instead.
 
 // GCC 12 reports false positives inside its own AVX-512 intrinsics when Eigen's GEMM is inlined
 // (cpu_matmul.cpp gets the same flag from CMake).
@@ -16,8 +17,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "engine/cpu/conv_direct.hpp"
 #include "engine/cpu/cpu_backend.hpp"
 #include "engine/parallel.hpp"
 
@@ -46,6 +49,13 @@ struct ConvDims {
                   win.stride_w == 1 && win.pad_h == 0 && win.pad_w == 0) {}
   int64_t flops() const { return N * O * K * L; }
 };
+
+// The float32 kernels are called from code instantiated for every floating type; only the float
+// instantiation reaches them.
+template <class T>
+float* as_float(T* p) { return reinterpret_cast<float*>(p); }
+template <class T>
+const float* as_float(const T* p) { return reinterpret_cast<const float*>(p); }
 
 // Output positions o whose input position o * stride + offset lies in [0, in): [lo, hi).
 std::pair<int64_t, int64_t> valid_outputs(int64_t offset, int64_t stride, int64_t in, int64_t out) {
@@ -139,6 +149,9 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
     const T* pw = weight.data_ptr<T>();
     const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
     T* po = out.data_ptr<T>();
+    if (std::is_same_v<T, float> && direct::applicable(win, groups, d.H, d.W))
+      return direct::forward(as_float(px), as_float(pw), as_float(pb), as_float(po), d.N, d.C, d.O,
+                             d.H, d.W, win);
     for_samples(d, [&](int64_t n0, int64_t n1) {
       std::vector<T> buffer;
       for (int64_t n = n0; n < n1; ++n)
@@ -163,6 +176,9 @@ void CpuBackend::conv2d_backward_input(const Tensor& grad, const Tensor& weight,
     const T* pg = grad.data_ptr<T>();
     const T* pw = weight.data_ptr<T>();
     T* pdx = grad_x.data_ptr<T>();
+    if (std::is_same_v<T, float> && direct::applicable(win, groups, d.H, d.W))
+      return direct::backward_input(as_float(pg), as_float(pw), as_float(pdx), d.N, d.C, d.O, d.H,
+                                    d.W, win);
     for_samples(d, [&](int64_t n0, int64_t n1) {
       std::vector<T> buffer(d.pointwise ? 0 : d.K * d.L);
       for (int64_t n = n0; n < n1; ++n)
@@ -189,6 +205,9 @@ void CpuBackend::conv2d_backward_weight(const Tensor& x, const Tensor& grad, con
     using T = scalar_t;
     const T* px = x.data_ptr<T>();
     const T* pg = grad.data_ptr<T>();
+    if (std::is_same_v<T, float> && direct::applicable(win, groups, d.H, d.W))
+      return direct::backward_weight(as_float(px), as_float(pg), as_float(grad_weight.data_ptr<T>()),
+                                     d.N, d.C, d.O, d.H, d.W, win);
     // One partial sum per chunk of samples, keyed by the chunk's first sample and added in that
     // order: the result depends on the thread count, not on the threads' timing.
     std::vector<Matrix<T>> partial(std::max<int64_t>(d.N, 1));

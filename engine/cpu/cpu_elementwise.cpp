@@ -71,6 +71,14 @@ void CpuBackend::unary_backward(UnaryOp op, UnaryParams params, const Tensor& x,
                       {sizeof(T), sizeof(T), sizeof(T), sizeof(T)}};
       for_each_strided(out.sizes(), ops, [&](const std::array<char*, 4>& p,
                                              const std::array<int64_t, 4>& s, int64_t n) {
+        if (s[0] == sizeof(T) && s[1] == sizeof(T) && s[2] == sizeof(T) && s[3] == sizeof(T)) {
+          T* __restrict o = reinterpret_cast<T*>(p[0]);
+          const T* __restrict xs = reinterpret_cast<const T*>(p[1]);
+          const T* __restrict ys = reinterpret_cast<const T*>(p[2]);
+          const T* __restrict gs = reinterpret_cast<const T*>(p[3]);
+          for (int64_t i = 0; i < n; ++i) o[i] = f.grad(xs[i], ys[i], gs[i], params);
+          return;
+        }
         for (int64_t i = 0; i < n; ++i)
           at<T>(p[0], s[0], i) =
               f.grad(at<T>(p[1], s[1], i), at<T>(p[2], s[2], i), at<T>(p[3], s[3], i), params);

@@ -1,8 +1,12 @@
 // Batched GEMM through Eigen on mapped memory: an operand whose rows or columns are contiguous
-// (plain or transposed) is used in place; only a fully strided operand is copied first.
+// (plain or transposed) is used in place; only a fully strided operand is copied first. Float32
+// goes to the AVX-512 kernel of gemm_f32.cpp where the build has it (any strides, in place).
 #include <Eigen/Core>
 
+#include <type_traits>
+
 #include "engine/cpu/cpu_backend.hpp"
+#include "engine/cpu/gemm_f32.hpp"
 #include "engine/parallel.hpp"
 
 namespace mg::cpu {
@@ -38,7 +42,14 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     const T* pa = static_cast<const T*>(a.raw_data());
     const T* pb = static_cast<const T*>(b.raw_data());
     T* po = out.data_ptr<T>();
-    auto one = [&](int64_t i) {
+    const bool own_f32 = std::is_same_v<T, float> && gemm_f32_available();
+    auto one = [&](int64_t i, bool parallel) {
+      if (own_f32) {
+        gemm_f32(M, N, K, reinterpret_cast<const float*>(pa + i * a.stride(0)), a.stride(1), a.stride(2),
+                 reinterpret_cast<const float*>(pb + i * b.stride(0)), b.stride(1), b.stride(2),
+                 reinterpret_cast<float*>(po + i * M * N), N, parallel);
+        return;
+      }
       Eigen::Map<RowMajor<T>> c(po + i * M * N, M, N);
       if (K == 0) {
         c.setZero();
@@ -54,10 +65,10 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     const int64_t flops_each = M * N * K;
     if (batch > 1 && flops_each < (int64_t{1} << 21)) {
       parallel_for(batch, batch * flops_each, [&](int64_t b0, int64_t b1) {
-        for (int64_t i = b0; i < b1; ++i) one(i);
+        for (int64_t i = b0; i < b1; ++i) one(i, false);
       });
     } else {
-      for (int64_t i = 0; i < batch; ++i) one(i);
+      for (int64_t i = 0; i < batch; ++i) one(i, true);
     }
   });
 }

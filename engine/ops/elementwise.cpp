@@ -47,6 +47,15 @@ Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, UnaryParams param
              dtype_name(x.dtype()), " ", shape_str(x.sizes()));
   Tensor y = unary_forward(op, params, x);
   if (!any_requires_grad({&x})) return record(name, y, {x}, nullptr);
+  if (op == UnaryOp::Relu) {
+    // relu's derivative reads the same from y as from x (y > 0 exactly where x > 0): keeping only
+    // y lets the input's memory go, as torch's in-place ReLU does in a CNN.
+    return record(name, y, {x}, [op, params, ys = y.detach()](const TensorList& g) {
+      Tensor dx = Tensor::empty(ys.sizes(), ys.options());
+      backend_of(ys).unary_backward(op, params, ys, ys, g[0], dx);
+      return TensorList{dx};
+    });
+  }
   return record(name, y, {x}, [op, params, xs = x.detach(), ys = y.detach()](const TensorList& g) {
     Tensor dx = Tensor::empty(xs.sizes(), xs.options());
     backend_of(xs).unary_backward(op, params, xs, ys, g[0], dx);

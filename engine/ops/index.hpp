@@ -31,6 +31,8 @@ Tensor stack(const TensorList& tensors, int64_t dim = 0);
 TensorList split(const Tensor& x, int64_t split_size, int64_t dim = 0);
 TensorList split_with_sizes(const Tensor& x, const Shape& split_sizes, int64_t dim = 0);
 TensorList chunk(const Tensor& x, int64_t chunks, int64_t dim = 0);
+// The slices x.select(dim, i) for every i, as torch.unbind; their gradients are stacked at once.
+TensorList unbind(const Tensor& x, int64_t dim = 0);
 Tensor repeat(const Tensor& x, const Shape& repeats);
 
 }  // namespace mg

@@ -1,5 +1,5 @@
-// Joining and splitting ops: cat, stack, split, split_with_sizes, chunk, repeat (declared in
-// index.hpp). The pieces of split and chunk are narrow() views, so their autograd comes with them.
+// Joining and splitting ops: cat, stack, split, split_with_sizes, chunk, unbind, repeat (declared
+// in index.hpp). The pieces of split and chunk are narrow() views, so their autograd comes with them.
 #include <algorithm>
 
 #include "engine/autograd.hpp"
@@ -118,6 +118,22 @@ TensorList chunk(const Tensor& x, int64_t chunks, int64_t dim) {
   // an empty dim gives `chunks` empty pieces.
   if (n == 0) return split_with_sizes(x, Shape(chunks, 0), dim);
   return split(x, (n + chunks - 1) / chunks, dim);
+}
+
+// The slices are select() views; one node takes all their gradients and stacks them in a single
+// pass (per-slice select backwards would each fill a zero tensor of x's size, then be added).
+TensorList unbind(const Tensor& x, int64_t dim) {
+  MG_CHECK(x.dim() > 0, "unbind: cannot unbind a 0-d tensor");
+  dim = wrap_dim("unbind", dim, x.dim());
+  MG_PROFILE("unbind");
+  TensorList parts;
+  {
+    NoGradGuard no_grad;
+    for (int64_t i = 0; i < x.size(dim); ++i) parts.push_back(x.detach().select(dim, i));
+  }
+  if (!any_requires_grad({&x}) || parts.empty()) return parts;
+  return record_multi("unbind", std::move(parts), {x},
+                      [dim](const TensorList& g) { return TensorList{stack(g, dim)}; });
 }
 
 Tensor repeat(const Tensor& x, const Shape& repeats) {

@@ -1,54 +1,50 @@
-// batch_norm and layer_norm with hand-written backward (the composed form would save many
-// intermediates), dropout and embedding.
+// batch_norm (backend kernels: per-channel statistics, normalize, backward) and layer_norm (composed,
+// with a hand-written backward), dropout and embedding.
 #include "engine/ops/norm.hpp"
 
 #include "engine/autograd.hpp"
+#include "engine/backend.hpp"
 #include "engine/ops/elementwise.hpp"
 #include "engine/ops/index.hpp"
 #include "engine/ops/reduce.hpp"
+#include "engine/profiler.hpp"
 
 namespace mg {
-namespace {
-
-// Shape that broadcasts a per-channel [C] vector against [N, C, *].
-Shape channel_shape(const Tensor& x) {
-  Shape s(x.dim(), 1);
-  s[1] = x.size(1);
-  return s;
-}
-
-Shape all_but_channel(const Tensor& x) {
-  Shape dims{0};
-  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-  return dims;
-}
-
-}  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool use_batch_stats,
                   bool update_running_stats, double momentum, double eps) {
   MG_CHECK(x.dim() >= 2, "batch_norm: expected input [N, C, *], got shape ", shape_str(x.sizes()));
   MG_CHECK(x.is_floating_point(), "batch_norm: expected a floating-point input, got ", dtype_name(x.dtype()));
+  MG_PROFILE("batch_norm");
   const int64_t C = x.size(1);
   for (const Tensor* t : {&running_mean, &running_var, &weight, &bias})
     MG_CHECK(!t->defined() || t->sizes() == Shape{C}, "batch_norm: per-channel tensor of shape ",
              shape_str(t->sizes()), " does not match ", C, " channels of input shape ", shape_str(x.sizes()));
+  for (const Tensor* t : {&running_mean, &running_var, &weight, &bias})
+    MG_CHECK(!t->defined() || (t->dtype() == x.dtype() && t->device() == x.device()),
+             "batch_norm: per-channel tensors must have the input's dtype and device (",
+             dtype_name(x.dtype()), ", ", x.device().str(), ")");
   MG_CHECK(use_batch_stats || (running_mean.defined() && running_var.defined()),
            "batch_norm: normalizing with running statistics needs running_mean and running_var");
-  const Shape cs = channel_shape(x);
-  const Shape dims = all_but_channel(x);
   const int64_t count = x.numel() / std::max<int64_t>(C, 1);
 
-  Tensor mean, invstd;
+  // The input, the per-channel mean and invstd, and the affine parameters are all the backward
+  // needs: x_hat is recomputed there instead of being kept (a tensor the size of the input).
+  Tensor xc, mean, invstd, w, b, out;
   {
     NoGradGuard no_grad;
+    xc = x.detach().contiguous();
+    w = weight.defined() ? weight.detach().contiguous() : Tensor();
+    b = bias.defined() ? bias.detach().contiguous() : Tensor();
+    Backend& backend = backend_of(x);
     if (use_batch_stats) {
       MG_CHECK(count > 1, "batch_norm: expected more than 1 value per channel in training, got input "
                "shape ", shape_str(x.sizes()));
-      mean = x.mean(dims);
-      Tensor var = x.var(dims, /*unbiased=*/false);
-      invstd = rsqrt(var + eps);
+      mean = Tensor::empty({C}, x.options());
+      invstd = Tensor::empty({C}, x.options());
+      Tensor var = Tensor::empty({C}, x.options());
+      backend.batch_norm_stats(xc, eps, mean, var, invstd);
       if (update_running_stats && running_mean.defined()) {
         Tensor unbiased = var * (static_cast<double>(count) / (count - 1));
         Tensor rm = running_mean, rv = running_var;  // handles: the update is in place
@@ -56,36 +52,24 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
         rv.copy_(rv * (1.0 - momentum) + unbiased * momentum);
       }
     } else {
-      mean = running_mean.detach().clone();
-      invstd = rsqrt(running_var + eps);
+      mean = running_mean.detach().contiguous().clone();
+      invstd = rsqrt(running_var + eps).contiguous();
     }
-  }
-  Tensor x_hat, out;
-  {
-    NoGradGuard no_grad;
-    x_hat = (x - mean.reshape(cs)) * invstd.reshape(cs);
-    out = x_hat;
-    if (weight.defined()) out = out * weight.reshape(cs);
-    if (bias.defined()) out = out + bias.reshape(cs);
+    out = Tensor::empty(x.sizes(), x.options());
+    backend.batch_norm_forward(xc, mean, invstd, w, b, out);
   }
   if (!any_requires_grad({&x, &weight, &bias})) return out;
+  const bool need_x = x.requires_grad();
+  const bool need_w = weight.defined() && weight.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
   return record("batch_norm", out, {x, weight, bias},
-                [=, xh = x_hat, w = weight.defined() ? weight.detach() : Tensor(),
-                 need_w = weight.defined(), need_b = bias.defined()](const TensorList& g) {
-                  const Tensor& dy = g[0];
-                  Tensor inv = invstd.reshape(cs);
-                  Tensor dy_w = w.defined() ? dy * w.reshape(cs) : dy;
-                  Tensor dx;
-                  if (use_batch_stats) {
-                    // d/dx of (x - mean) * invstd with mean and invstd depending on x
-                    Tensor mean_dy = dy_w.mean(dims, true);
-                    Tensor mean_dy_xhat = (dy_w * xh).mean(dims, true);
-                    dx = (dy_w - mean_dy - xh * mean_dy_xhat) * inv;
-                  } else {
-                    dx = dy_w * inv;
-                  }
-                  return TensorList{dx, need_w ? (dy * xh).sum(dims) : Tensor(),
-                                    need_b ? dy.sum(dims) : Tensor()};
+                [=](const TensorList& g) {
+                  const Tensor dy = g[0].contiguous();
+                  Tensor dx = need_x ? Tensor::empty(xc.sizes(), dy.options()) : Tensor();
+                  Tensor dw = need_w ? Tensor::empty({C}, dy.options()) : Tensor();
+                  Tensor db = need_b ? Tensor::empty({C}, dy.options()) : Tensor();
+                  backend_of(dy).batch_norm_backward(dy, xc, mean, invstd, w, use_batch_stats, dx, dw, db);
+                  return TensorList{dx, dw, db};
                 });
 }
 

@@ -48,14 +48,21 @@ ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool 
 }
 
 // [outer, inner] rows with the reduced dims last (a copy only when they are not already last).
-Tensor rows_for(const Tensor& x, const ReducePlan& p) {
+// A sum over the leading dims of a contiguous tensor (a bias gradient) keeps its memory order: its
+// rows are then adjacent columns, which the backend sums in place (backend.hpp).
+Tensor rows_for(const Tensor& x, const ReducePlan& p, ReduceOp op) {
   Shape order;
   for (int64_t d = 0; d < x.dim(); ++d)
     if (!std::binary_search(p.dims.begin(), p.dims.end(), d)) order.push_back(d);
   order.insert(order.end(), p.dims.begin(), p.dims.end());
   NoGradGuard no_grad;
   Tensor moved = x.dim() == 0 ? x : x.permute(order);
-  return moved.contiguous().reshape({numel_of(p.kept), p.inner});  // kept: outer dims, reduced ones 1
+  const Shape shape{numel_of(p.kept), p.inner};  // kept: outer dims, reduced ones 1
+  if (op == ReduceOp::Sum && x.is_contiguous() && shape[0] > 1 && shape[1] > 1) {
+    Tensor columns = moved.reshape(shape);
+    if (columns.stride(0) == 1) return columns;
+  }
+  return moved.contiguous().reshape(shape);
 }
 
 // Raw reduction (no autograd); values in x's dtype with shape p.out_shape.
@@ -64,7 +71,7 @@ std::tuple<Tensor, Tensor> reduce_raw(const char* name, ReduceOp op, const Tenso
   MG_PROFILE(name);
   MG_CHECK(op == ReduceOp::Sum || p.inner > 0, name, ": reduction over an empty dim of input shape ",
            shape_str(x.sizes()), " has no identity");
-  Tensor rows = rows_for(x, p);
+  Tensor rows = rows_for(x, p, op);
   Tensor values = Tensor::empty({rows.size(0)}, x.options());
   Tensor indices = with_indices ? Tensor::empty({rows.size(0)}, x.options().dtype(kInt32)) : Tensor();
   if (p.inner == 0) values.zero_();

@@ -40,8 +40,15 @@ if(CONFIG)
   list(APPEND install_args --config ${CONFIG})
 endif()
 step("install into ${prefix}" ${CMAKE_COMMAND} ${install_args})
+# The consumer is built like the libraries it links: an ASan/UBSan (Sanitize) build of moegrad
+# needs the sanitizer runtimes in the executable too.
+set(find_args -DCMAKE_BUILD_TYPE=Release)
+if(CONFIG STREQUAL "Sanitize")
+  set(find_args -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined"
+      "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined")
+endif()
 step("configure with find_package" ${CMAKE_COMMAND} -S ${consumer_src} -B ${WORK_DIR}/find
-     ${common_args} -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=${prefix})
+     ${common_args} ${find_args} -DCMAKE_PREFIX_PATH=${prefix})
 step("build with find_package" ${CMAKE_COMMAND} --build ${WORK_DIR}/find -j ${jobs})
 step("run with find_package" ${WORK_DIR}/find/consumer)
 
