@@ -3,11 +3,12 @@
 // of 9 single calls) that picks `inner` so one sample lasts >= `sample_s`, then 7 samples of
 // `inner` back-to-back calls; the figure is the median sample.
 //
-// The difference: several implementations are calibrated first and then sampled in turns
-// (round r times a sample of every implementation, in an order rotated by one each round), so slow drift of the machine's clock or load
-// hits all of them alike and the ratio between them taken in one run is meaningful. Besides the
-// ratio of the medians, paired_ratio() gives the median over rounds of the per-round ratio, which
-// cancels drift that is common to a round (this VM's throughput moves by 10-20% within seconds).
+// The difference: several implementations are calibrated first and then sampled in turns (round
+// r times one sample of every implementation, in an order rotated by one each round), so slow
+// drift of the machine's clock or load hits all of them alike and the ratio between them taken in
+// one run is meaningful. Besides the ratio of the medians, paired_ratio() gives the median over
+// rounds of the per-round ratio, which cancels drift common to a round (this VM's throughput moves
+// by 10-20% within seconds).
 #pragma once
 #include <algorithm>
 #include <chrono>

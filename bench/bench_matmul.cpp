@@ -9,14 +9,13 @@
 //   moegrad_keep `c = mg::matmul(a, b)`: the previous result is still alive during the call, so the
 //                output goes to the other of two alternating blocks, which has left the cache
 //   eigen_2out   beside raw Eigen writing two C matrices in turn (the same cache effect: at
-//                n = 1024 both lose ~5-8% on this VM, which is not engine overhead);
+//                n = 1024 Eigen loses ~5-8% on this VM from it, which is no engine overhead);
 //   moegrad_at   mg::matmul(a.t(), b): a transposed view, which the engine multiplies in place,
 //   eigen_at     beside raw Eigen's `C.noalias() = A.transpose() * B`,
 //   moegrad_at_copy  and beside mg::matmul(a.t().contiguous(), b), which does copy the operand:
 //                moegrad_at keeping up with eigen_at and beating the copying variant shows that
-//                the view is not copied. (The layouts differ: Eigen packs the engine's column-
-//                major left operand of a row-major product a little differently from the
-//                row-major left operand of eigen_at's column-major one.)
+//                the view is not copied. (Each side packs its transposed operand its own way, so
+//                moegrad_at and eigen_at are not the identical computation.)
 // Samples of all cases are taken in turns (bench_common.hpp), median of 7, flops = 2 n^3.
 // Output: one JSON object per line per (impl, n, threads), then a ratio line per (n, threads):
 // time of the Eigen case / time of the moegrad case, as the median of the per-round ratios

@@ -19,7 +19,7 @@ void make_spirals(int per_class, mg::Tensor& x, mg::Tensor& y) {
   for (int c = 0; c < 2; ++c)
     for (int i = 0; i < per_class; ++i) {
       const double r = 0.1 + 0.9 * i / per_class;
-      const double angle = 3.5 * M_PI * i / per_class + c * M_PI;
+      const double angle = 2.0 * M_PI * i / per_class + c * M_PI;
       points.push_back(static_cast<float>(r * std::cos(angle)));
       points.push_back(static_cast<float>(r * std::sin(angle)));
       labels.push_back(c);
@@ -36,12 +36,13 @@ int main() {
   make_spirals(200, x, y);
 
   const int64_t hidden = 64;
-  // Kaiming-uniform-like init, as torch.nn.Linear does
   auto uniform = [](const mg::Shape& shape, double bound) {
     return ((mg::rand(shape) * 2.0 - 1.0) * bound).requires_grad_();
   };
-  mg::Tensor w1 = uniform({2, hidden}, 1.0 / std::sqrt(2.0));
-  mg::Tensor b1 = uniform({hidden}, 1.0 / std::sqrt(2.0));
+  // A wide first layer: on a 2-d input, large weights give tanh features that vary across the
+  // plane, which is what lets a single hidden layer bend its boundary around the spirals.
+  mg::Tensor w1 = uniform({2, hidden}, 4.0);
+  mg::Tensor b1 = uniform({hidden}, 2.0);
   mg::Tensor w2 = uniform({hidden, 2}, 1.0 / std::sqrt(double(hidden)));
   mg::Tensor b2 = uniform({2}, 1.0 / std::sqrt(double(hidden)));
   std::vector<mg::Tensor> params = {w1, b1, w2, b2};

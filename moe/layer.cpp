@@ -130,7 +130,7 @@ std::optional<std::vector<FfnWeights>> linear_relu_linear(const std::vector<nn::
   return all;
 }
 
-// A piece of one expert's work: rows [begin, end) of its slice, or of one of its weight matrices.
+// A piece of one expert's work: rows [begin, end) of its slice.
 struct Task {
   int64_t expert = 0, begin = 0, end = 0;
   double cost = 0;
@@ -151,7 +151,7 @@ void add_tasks(std::vector<Task>& tasks, int64_t e, int64_t n, double cost_per_r
 // kTaskRows inputs: their [rows, H] hidden block then stays in a core's L2. Weight gradients are
 // cut into 2-d tiles of about kTileMacs multiply-adds, as square as the matrix allows: a GEMM
 // task re-packs both operands, and a square tile packs the least for its work.
-constexpr int64_t kTaskRows = 256;
+constexpr int64_t kTaskRows = 512;
 constexpr double kTileMacs = 64.0 * (1 << 20);
 constexpr int64_t kMinTileSide = 16;
 int64_t row_pieces(int64_t n) { return (n + kTaskRows - 1) / kTaskRows; }
@@ -289,8 +289,11 @@ void column_sums(const T* p, int64_t n, int64_t cols, int64_t stride, T* out) {
     for (int64_t j = 0; j < cols; ++j) out[j] += p[i * stride + j];
 }
 
-// gh = (gy W2) * relu'(h), gxs = gh W1 (row tasks); then gW2 = gy^T h, gb2, gW1 = gh^T xs, gb1
-// (2-d tiles of each weight gradient, each task owning its tile).
+// gh = (gy W2) * relu'(h) and gxs = gh W1 by rows; gW2 = gy^T h, gb2, gW1 = gh^T xs and gb1 by
+// 2-d tiles of each weight gradient. A large expert runs as row tasks, then (once its gh is
+// complete) tile tasks. A small one (one row task, one tile per gradient) runs as a single task,
+// so its gh, h and inputs are still in cache when its weight gradients read them: with 64 experts
+// the layer is otherwise bound by memory traffic.
 template <class T>
 void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, const NeedGrad& need,
                           const Tensor& xs, const Tensor& h, const Tensor& gy, const Tensor& gxs,
@@ -306,19 +309,14 @@ void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, con
   Tensor gh = Tensor::empty({h.numel()}, h.options());
   T* ghp = gh.data_ptr<T>();
 
-  std::vector<Task> row_tasks;
-  for (int64_t e = 0; e < E; ++e)
-    if (need_gh[e])
-      add_tasks(row_tasks, e, g.rows(e), g.hidden[e] * (g.D_out + (need.xs ? g.D : 0)), row_pieces(g.rows(e)));
-  run_tasks(row_tasks, [&](const Task& t) {
-    const int64_t e = t.expert, m = t.end - t.begin, H = g.hidden[e];
-    const int64_t row0 = g.offset[e] + t.begin;
-    T* ghrows = ghp + g.hidden_offset[e] + t.begin * H;
-    const T* hrows = hp + g.hidden_offset[e] + t.begin * H;
+  auto rows_backward = [&](int64_t e, int64_t begin, int64_t end) {
+    const int64_t m = end - begin, H = g.hidden[e], row0 = g.offset[e] + begin;
+    T* ghrows = ghp + g.hidden_offset[e] + begin * H;
+    const T* hrows = hp + g.hidden_offset[e] + begin * H;
     gemm<T>(m, H, g.D_out, gyp + row0 * g.D_out, g.D_out, 1, w[e].w2.data_ptr<T>(), H, 1, ghrows, H);
     for (int64_t i = 0; i < m * H; ++i) ghrows[i] = math::ReluOp{}.grad(hrows[i], hrows[i], ghrows[i], {});
     if (need.xs) gemm<T>(m, g.D, H, ghrows, H, 1, w[e].w1.data_ptr<T>(), g.D, 1, gxs.data_ptr<T>() + row0 * g.D, g.D);
-  });
+  };
 
   // Weight gradients: grad [R, C] = A^T B and bias [R] = column sums of A, where A [n, R] and
   // B [n, C] are expert e's rows of (gy, h) for gW2 and of (gh, xs) for gW1. Job 2e is gW2, 2e + 1
@@ -329,10 +327,23 @@ void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, con
     T *grad = nullptr, *bias = nullptr;  // null where not wanted
   };
   std::vector<WeightGrad> jobs(2 * E);
-  std::vector<Tile> tiles;
+  auto tile_backward = [&](const Tile& t) {
+    const WeightGrad& j = jobs[t.job];
+    const int64_t rows = t.r1 - t.r0, cols = t.c1 - t.c0, C = j.ldb;
+    // grad[r0:r1, c0:c1] = A[:, r0:r1]^T B[:, c0:c1]: A's transpose has (r, i) at i * lda + r
+    if (j.grad) gemm<T>(rows, cols, j.n, j.a + t.r0, 1, j.lda, j.b + t.c0, j.ldb, 1, j.grad + t.r0 * C + t.c0, C);
+    if (j.bias && t.c0 == 0) column_sums(j.a + t.r0, j.n, rows, j.lda, j.bias + t.r0);
+  };
+
+  // First pass: row tasks of large experts and whole small experts (expert = -1 - e). Second
+  // pass: the tiles of the large experts.
+  std::vector<Task> first;
+  std::vector<Tile> second;
+  std::vector<std::vector<Tile>> small_tiles(E);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = g.rows(e), H = g.hidden[e];
     if (n == 0) continue;
+    std::vector<Tile> tiles;
     if (need.w2[e] || need.b2[e]) {
       jobs[2 * e] = {gyp + g.offset[e] * g.D_out, hp + g.hidden_offset[e], g.D_out, H, n,
                      need.w2[e] ? gw2[e].data_ptr<T>() : nullptr, need.b2[e] ? gb2[e].data_ptr<T>() : nullptr};
@@ -343,14 +354,25 @@ void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, con
                          need.w1[e] ? gw1[e].data_ptr<T>() : nullptr, need.b1[e] ? gb1[e].data_ptr<T>() : nullptr};
       add_tiles(tiles, 2 * e + 1, H, g.D, n);
     }
+    const double row_cost = H * (g.D_out + (need.xs ? g.D : 0));
+    if (row_pieces(n) == 1 && tiles.size() <= 2) {
+      double cost = need_gh[e] ? n * row_cost : 0;
+      for (const Tile& t : tiles) cost += t.cost;
+      first.push_back({-1 - e, 0, n, cost});
+      small_tiles[e] = std::move(tiles);
+    } else {
+      if (need_gh[e]) add_tasks(first, e, n, row_cost, row_pieces(n));
+      second.insert(second.end(), tiles.begin(), tiles.end());
+    }
   }
-  run_tasks(tiles, [&](const Tile& t) {
-    const WeightGrad& j = jobs[t.job];
-    const int64_t rows = t.r1 - t.r0, cols = t.c1 - t.c0, C = j.ldb;
-    // grad[r0:r1, c0:c1] = A[:, r0:r1]^T B[:, c0:c1]: A's transpose has (r, i) at i * lda + r
-    if (j.grad) gemm<T>(rows, cols, j.n, j.a + t.r0, 1, j.lda, j.b + t.c0, j.ldb, 1, j.grad + t.r0 * C + t.c0, C);
-    if (j.bias && t.c0 == 0) column_sums(j.a + t.r0, j.n, rows, j.lda, j.bias + t.r0);
+  run_tasks(first, [&](const Task& t) {
+    if (t.expert >= 0) return rows_backward(t.expert, t.begin, t.end);
+    const int64_t e = -1 - t.expert;
+    if (need_gh[e]) rows_backward(e, 0, g.rows(e));
+    // gW1 first: it reads the gh just written
+    for (auto it = small_tiles[e].rbegin(); it != small_tiles[e].rend(); ++it) tile_backward(*it);
   });
+  run_tasks(second, tile_backward);
 }
 
 // ys [P, D_out]: every expert's Linear-ReLU-Linear applied to its slice of xs [P, D], as one

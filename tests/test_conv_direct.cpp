@@ -1,6 +1,8 @@
-// The float32 fast paths of the CNN training step against float64 loops: the direct 'same'
-// convolution kernels (odd sizes that leave partial register blocks and partial vectors), fused
-// batch_norm, and the repeatability of all of them for a fixed thread count.
+// The float32 fast paths of the CNN and attention steps against float64 loops: the direct and
+// Winograd 'same' convolution kernels (odd sizes that leave partial register blocks and partial
+// vectors), 2x2 max pooling, fused batch_norm, column sums and unbind, and the repeatability of
+// them for a fixed thread count.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -43,6 +45,15 @@ Conv64 naive_same_conv(const Tensor& x, const Tensor& w, const Tensor& dy) {
 
 Tensor f64(const std::vector<double>& v, const mg::Shape& s) { return mg::from_vector(v, s, mg::kFloat64); }
 
+// float32 against float64 with an absolute tolerance scaled by the tensor's largest value: a
+// weight gradient sums thousands of products, and a small entry left by cancellation carries the
+// rounding of the large partial sums.
+void require_close_scaled(const Tensor& actual, const Tensor& expected, double rel) {
+  double scale = 0;
+  for (double v : expected.to_vector<double>()) scale = std::max(scale, std::abs(v));
+  require_close(actual, expected, rel * scale, rel);
+}
+
 }  // namespace
 
 TEST_CASE("float32 'same' convolutions match float64 loops", "[conv][fast]") {
@@ -52,8 +63,11 @@ TEST_CASE("float32 'same' convolutions match float64 loops", "[conv][fast]") {
   };
   // partial channel blocks (11 = 8 + 2 + 1), partial vectors (7 x 9), one row, 5x5 taps (25 =
   // 9 + 9 + 7), the CNN's plane sizes
-  const Config configs[] = {{3, 5, 7, 9, 11, 3}, {2, 3, 1, 13, 4, 3}, {2, 4, 6, 6, 3, 5},
-                            {4, 8, 32, 32, 8, 3}, {5, 16, 8, 8, 16, 3}, {1, 2, 16, 16, 1, 3}};
+  // ... and the Winograd path (3x3, even planes up to 32 wide, >= 16 channels): partial GEMM blocks
+  // (O = 17, 24), chunks of several samples, a 2-row plane, a 32-wide one
+  const Config configs[] = {{3, 5, 7, 9, 11, 3},   {2, 3, 1, 13, 4, 3},  {2, 4, 6, 6, 3, 5},
+                            {4, 8, 32, 32, 8, 3},  {5, 16, 8, 8, 16, 3}, {1, 2, 16, 16, 1, 3},
+                            {3, 16, 32, 32, 24, 3}, {7, 20, 6, 10, 17, 3}, {2, 32, 2, 32, 16, 3}};
   const int saved_threads = mg::get_num_threads();
   for (int threads : {1, 2, 3}) {
     mg::set_num_threads(threads);
@@ -71,9 +85,9 @@ TEST_CASE("float32 'same' convolutions match float64 loops", "[conv][fast]") {
         return std::vector<Tensor>{y.detach(), x.grad(), w.grad()};
       };
       const auto a = run();
-      require_close(a[0], f64(ref.y, dy64.sizes()), 1e-4, 1e-4);
-      require_close(a[1], f64(ref.dx, x64.sizes()), 1e-4, 1e-4);
-      require_close(a[2], f64(ref.dw, w64.sizes()), 1e-4, 1e-4);
+      require_close_scaled(a[0], f64(ref.y, dy64.sizes()), 1e-5);
+      require_close_scaled(a[1], f64(ref.dx, x64.sizes()), 1e-5);
+      require_close_scaled(a[2], f64(ref.dw, w64.sizes()), 1e-5);
       const auto b = run();
       for (int i = 0; i < 3; ++i) CHECK(a[i].to_vector<float>() == b[i].to_vector<float>());
     }
@@ -141,4 +155,30 @@ TEST_CASE("float32 batch_norm kernels match float64", "[nn][norm][fast]") {
     }
   }
   mg::set_num_threads(saved_threads);
+}
+
+TEST_CASE("sums over leading dims (column sums) and unbind", "[reduce][fast]") {
+  mg::Generator g(34);
+  const int saved_threads = mg::get_num_threads();
+  for (int threads : {1, 3}) {
+    mg::set_num_threads(threads);
+    const Tensor x = mg::randn({5, 7, 9}, mg::kFloat64, &g);
+    // against the same sum over a copy whose reduced dims are last (the row path)
+    const Tensor rows = x.permute({2, 0, 1}).contiguous();
+    require_close(x.sum({0, 1}), rows.sum({1, 2}), 1e-12, 1e-12);
+    require_close(x.sum({0}), x.permute({1, 2, 0}).contiguous().sum({2}), 1e-12, 1e-12);
+    const Tensor xi = mg::randint(-100, 100, {6, 11});
+    CHECK(xi.sum({0}).to_vector<int32_t>() == xi.t().contiguous().sum({1}).to_vector<int32_t>());
+    // the gradient of a sum over leading dims (a bias gradient) is unchanged
+    mgtest::gradcheck("sum over leading dims", [](const mg::TensorList& t) { return t[0].sum({0, 1}); },
+                      {mg::randn({3, 4, 5}, mg::kFloat64, &g)});
+  }
+  mg::set_num_threads(saved_threads);
+  const auto parts = mg::unbind(mg::arange(6.0).reshape({2, 3}), 1);
+  REQUIRE(parts.size() == 3);
+  CHECK(parts[2].to_vector<double>() == std::vector<double>{2.0, 5.0});
+  mgtest::gradcheck("unbind, slices used unevenly", [](const mg::TensorList& t) {
+    const auto p = mg::unbind(t[0], 1);
+    return p[0] * 2.0 + p[2] * p[0];
+  }, {mg::randn({4, 3, 2}, mg::kFloat64, &g)});
 }

@@ -25,3 +25,15 @@ void backward_weight(const float* x, const float* gy, float* dw, int64_t N, int6
                      int64_t H, int64_t W, const Window2d& win);
 
 }  // namespace mg::cpu::direct
+
+// Winograd F(2x2, 3x3) (cpu_conv_winograd.cpp) for the 3x3 convs with padding 1 among them: even
+// plane sizes up to 32 wide and at least 16 channels in and out. Same layouts as above.
+namespace mg::cpu::winograd {
+
+bool applicable(const Window2d& win, int64_t groups, int64_t C, int64_t O, int64_t H, int64_t W);
+void forward(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t C,
+             int64_t O, int64_t H, int64_t W);
+void backward_input(const float* gy, const float* w, float* dx, int64_t N, int64_t C, int64_t O,
+                    int64_t H, int64_t W);
+
+}  // namespace mg::cpu::winograd

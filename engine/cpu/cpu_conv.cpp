@@ -6,8 +6,9 @@
 // A batch at least as large as the thread count is split over threads by samples, each thread with
 // its own unfold buffer and single-threaded GEMMs, so memory stays at one sample's unfold per
 // thread; a smaller batch runs sample after sample with Eigen's multi-threaded GEMM. A 1x1 kernel
-// with stride 1 and no padding multiplies the input in place. The float32 3x3 'same' convs of CNNs
-// take the direct kernels of cpu_conv_direct.cpp instead.
+// with stride 1 and no padding multiplies the input in place. The float32 'same' convs of CNNs take
+// the kernels of conv_direct.hpp instead: Winograd for the forward and input gradient of 3x3 ones
+// with enough channels, direct convolution otherwise and for every weight gradient.
 
 // GCC 12 reports false positives inside its own AVX-512 intrinsics when Eigen's GEMM is inlined
 // (cpu_matmul.cpp gets the same flag from CMake).
@@ -149,6 +150,9 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
     const T* pw = weight.data_ptr<T>();
     const T* pb = bias.defined() ? bias.data_ptr<T>() : nullptr;
     T* po = out.data_ptr<T>();
+    if (std::is_same_v<T, float> && winograd::applicable(win, groups, d.C, d.O, d.H, d.W))
+      return winograd::forward(as_float(px), as_float(pw), as_float(pb), as_float(po), d.N, d.C,
+                               d.O, d.H, d.W);
     if (std::is_same_v<T, float> && direct::applicable(win, groups, d.H, d.W))
       return direct::forward(as_float(px), as_float(pw), as_float(pb), as_float(po), d.N, d.C, d.O,
                              d.H, d.W, win);
@@ -176,6 +180,9 @@ void CpuBackend::conv2d_backward_input(const Tensor& grad, const Tensor& weight,
     const T* pg = grad.data_ptr<T>();
     const T* pw = weight.data_ptr<T>();
     T* pdx = grad_x.data_ptr<T>();
+    if (std::is_same_v<T, float> && winograd::applicable(win, groups, d.C, d.O, d.H, d.W))
+      return winograd::backward_input(as_float(pg), as_float(pw), as_float(pdx), d.N, d.C, d.O,
+                                      d.H, d.W);
     if (std::is_same_v<T, float> && direct::applicable(win, groups, d.H, d.W))
       return direct::backward_input(as_float(pg), as_float(pw), as_float(pdx), d.N, d.C, d.O, d.H,
                                     d.W, win);

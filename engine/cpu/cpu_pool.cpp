@@ -64,7 +64,11 @@ void max_pool_2x2_plane(const float* plane, int64_t W, int64_t OH, int64_t OW, f
       __m512 v[4];
       for (int r = 0; r < 2; ++r) {
         const float* src = (r == 0 ? r0 : r1) + 2 * ow0;
-        const __m512 lo = _mm512_maskz_loadu_ps(k_lo, src), hi = _mm512_maskz_loadu_ps(k_hi, src + 16);
+        // plain loads and stores for whole vectors: masked ones are slow on AMD Zen (a masked
+        // load that misses the cache stalls until memory answers)
+        const __m512 lo = k_lo == 0xFFFF ? _mm512_loadu_ps(src) : _mm512_maskz_loadu_ps(k_lo, src);
+        const __m512 hi = k_hi == 0xFFFF ? _mm512_loadu_ps(src + 16)
+                                         : k_hi ? _mm512_maskz_loadu_ps(k_hi, src + 16) : _mm512_setzero_ps();
         v[2 * r] = _mm512_permutex2var_ps(lo, even, hi);
         v[2 * r + 1] = _mm512_permutex2var_ps(lo, odd, hi);
       }
@@ -78,8 +82,13 @@ void max_pool_2x2_plane(const float* plane, int64_t W, int64_t OH, int64_t OW, f
         best = _mm512_mask_mov_ps(best, better, v[k]);
         best_index = _mm512_mask_mov_epi32(best_index, better, _mm512_add_epi32(col, _mm512_set1_epi32(offset[k])));
       }
-      _mm512_mask_storeu_ps(out + oh * OW + ow0, k_out, best);
-      _mm512_mask_storeu_epi32(idx + oh * OW + ow0, k_out, best_index);
+      if (k_out == 0xFFFF) {
+        _mm512_storeu_ps(out + oh * OW + ow0, best);
+        _mm512_storeu_si512(idx + oh * OW + ow0, best_index);
+      } else {
+        _mm512_mask_storeu_ps(out + oh * OW + ow0, k_out, best);
+        _mm512_mask_storeu_epi32(idx + oh * OW + ow0, k_out, best_index);
+      }
     }
   }
 }

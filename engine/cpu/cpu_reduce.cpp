@@ -86,13 +86,22 @@ inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// Whole vectors take plain loads and stores: masked ones are slow on AMD Zen.
+inline __m512 load_lanes(const float* p, __mmask16 k) {
+  return k == __mmask16(0xFFFF) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p);
+}
+inline void store_lanes(float* p, __mmask16 k, __m512 v) {
+  if (k == __mmask16(0xFFFF)) _mm512_storeu_ps(p, v);
+  else _mm512_mask_storeu_ps(p, k, v);
+}
+
 // One float row of softmax_rows with exp16: the same steps as the scalar loop (max, shifted
 // exponentials summed in double, scale or log), 16 columns at a time.
 void softmax_row_f32(const float* row, float* out, int64_t cols, bool log) {
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t c = 0; c < cols; c += 16) {
     const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - c)) - 1);
-    vmax = _mm512_mask_max_ps(vmax, k, vmax, _mm512_maskz_loadu_ps(k, row + c));
+    vmax = _mm512_mask_max_ps(vmax, k, vmax, load_lanes(row + c, k));
   }
   float max = _mm512_reduce_max_ps(vmax);
   if (!std::isfinite(max)) max = 0;
@@ -100,23 +109,23 @@ void softmax_row_f32(const float* row, float* out, int64_t cols, bool log) {
   __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
   for (int64_t c = 0; c < cols; c += 16) {
     const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - c)) - 1);
-    const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + c), shift)));
+    const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(load_lanes(row + c, k), shift)));
     sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
     sum_hi = _mm512_add_pd(sum_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
-    if (!log) _mm512_mask_storeu_ps(out + c, k, e);
+    if (!log) store_lanes(out + c, k, e);
   }
   const double sum = _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi));
   if (log) {
     const __m512 log_sum = _mm512_set1_ps(static_cast<float>(std::log(sum)));
     for (int64_t c = 0; c < cols; c += 16) {
       const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - c)) - 1);
-      _mm512_mask_storeu_ps(out + c, k, _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + c), shift), log_sum));
+      store_lanes(out + c, k, _mm512_sub_ps(_mm512_sub_ps(load_lanes(row + c, k), shift), log_sum));
     }
   } else {
     const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / sum));
     for (int64_t c = 0; c < cols; c += 16) {
       const __mmask16 k = cols - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - c)) - 1);
-      _mm512_mask_storeu_ps(out + c, k, _mm512_mul_ps(_mm512_loadu_ps(out + c), inv));
+      store_lanes(out + c, k, _mm512_mul_ps(load_lanes(out + c, k), inv));
     }
   }
 }

@@ -58,8 +58,8 @@ void pack_panel(const Operands& o, int64_t k0, int64_t kc, int64_t n0, int64_t n
 
 // C[0:MR, 0:16 NV] = (accumulate ? C : 0) + A[0:MR, 0:kc] @ panel.
 template <int MR, int NV>
-void tile(const float* A, int64_t a_row, int64_t a_col, const float* panel, int64_t kc, float* C,
-          int64_t ldc, __mmask16 last, bool accumulate) {
+void tile(const float* A, int64_t a_row, int64_t a_col, const float* panel, int64_t ldp, int64_t kc,
+          float* C, int64_t ldc, __mmask16 last, bool accumulate) {
   __m512 acc[MR][NV];
   MG_UNROLL for (int m = 0; m < MR; ++m)
     MG_UNROLL for (int v = 0; v < NV; ++v)
@@ -69,25 +69,29 @@ void tile(const float* A, int64_t a_row, int64_t a_col, const float* panel, int6
   MG_UNROLL for (int m = 0; m < MR; ++m) a[m] = A + m * a_row;
   for (int64_t k = 0; k < kc; ++k) {
     __m512 b[NV];
-    MG_UNROLL for (int v = 0; v < NV; ++v) b[v] = _mm512_load_ps(panel + k * kNR + v * kLanes);
+    MG_UNROLL for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(panel + k * ldp + v * kLanes);
     MG_UNROLL for (int m = 0; m < MR; ++m) {
       const __m512 am = _mm512_set1_ps(a[m][k * a_col]);
       MG_UNROLL for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_fmadd_ps(am, b[v], acc[m][v]);
     }
   }
+  // masked stores are slow on some AVX-512 CPUs (AMD Zen): only a partial vector takes one
+  const bool partial = last != __mmask16(0xFFFF);
   MG_UNROLL for (int m = 0; m < MR; ++m)
-    MG_UNROLL for (int v = 0; v < NV; ++v)
-      _mm512_mask_storeu_ps(C + m * ldc + v * kLanes, v == NV - 1 ? last : __mmask16(0xFFFF), acc[m][v]);
+    MG_UNROLL for (int v = 0; v < NV; ++v) {
+      if (v == NV - 1 && partial) _mm512_mask_storeu_ps(C + m * ldc + v * kLanes, last, acc[m][v]);
+      else _mm512_storeu_ps(C + m * ldc + v * kLanes, acc[m][v]);
+    }
 }
 
 template <int NV>
-void tile_rows(int mr, const float* A, int64_t a_row, int64_t a_col, const float* panel, int64_t kc,
-               float* C, int64_t ldc, __mmask16 last, bool accumulate) {
+void tile_rows(int mr, const float* A, int64_t a_row, int64_t a_col, const float* panel, int64_t ldp,
+               int64_t kc, float* C, int64_t ldc, __mmask16 last, bool accumulate) {
   switch (mr) {
-    case 8: return tile<8, NV>(A, a_row, a_col, panel, kc, C, ldc, last, accumulate);
-    case 4: return tile<4, NV>(A, a_row, a_col, panel, kc, C, ldc, last, accumulate);
-    case 2: return tile<2, NV>(A, a_row, a_col, panel, kc, C, ldc, last, accumulate);
-    default: return tile<1, NV>(A, a_row, a_col, panel, kc, C, ldc, last, accumulate);
+    case 8: return tile<8, NV>(A, a_row, a_col, panel, ldp, kc, C, ldc, last, accumulate);
+    case 4: return tile<4, NV>(A, a_row, a_col, panel, ldp, kc, C, ldc, last, accumulate);
+    case 2: return tile<2, NV>(A, a_row, a_col, panel, ldp, kc, C, ldc, last, accumulate);
+    default: return tile<1, NV>(A, a_row, a_col, panel, ldp, kc, C, ldc, last, accumulate);
   }
 }
 
@@ -101,14 +105,20 @@ void gemm_block(const Operands& o, int64_t m0, int64_t m1, int64_t n0, int64_t n
     const __mmask16 last = rem == kLanes ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1);
     for (int64_t k0 = 0; k0 < o.K; k0 += kKC) {
       const int64_t kc = std::min(kKC, o.K - k0);
-      pack_panel(o, k0, kc, nc, nb, nv, panel);
+      // A full-width panel of a B with contiguous rows is read in place (when few rows of C
+      // would not repay the copy, or B's rows are short enough to stay cached anyway).
+      const bool in_place = o.b_col == 1 && nb == kNR && (m1 - m0 <= 64 || o.b_row <= 1024);
+      const float* bp = in_place ? o.B + k0 * o.b_row + nc : panel;
+      const int64_t ldp = in_place ? o.b_row : kNR;
+      if (!in_place) pack_panel(o, k0, kc, nc, nb, nv, panel);
       for (int64_t m = m0; m < m1;) {
         const int mr = m1 - m >= 8 ? 8 : m1 - m >= 4 ? 4 : m1 - m >= 2 ? 2 : 1;
         const float* a = o.A + m * o.a_row + k0 * o.a_col;
         float* c = o.C + m * o.ldc + nc;
-        if (nv == 3) tile_rows<3>(mr, a, o.a_row, o.a_col, panel, kc, c, o.ldc, last, k0 > 0);
-        else if (nv == 2) tile_rows<2>(mr, a, o.a_row, o.a_col, panel, kc, c, o.ldc, last, k0 > 0);
-        else tile_rows<1>(mr, a, o.a_row, o.a_col, panel, kc, c, o.ldc, last, k0 > 0);
+        const bool add = k0 > 0;
+        if (nv == 3) tile_rows<3>(mr, a, o.a_row, o.a_col, bp, ldp, kc, c, o.ldc, last, add);
+        else if (nv == 2) tile_rows<2>(mr, a, o.a_row, o.a_col, bp, ldp, kc, c, o.ldc, last, add);
+        else tile_rows<1>(mr, a, o.a_row, o.a_col, bp, ldp, kc, c, o.ldc, last, add);
         m += mr;
       }
     }
