@@ -15,13 +15,8 @@
 // steps to stderr (taken after the timed ones, so the profiler's own cost stays out of the timing).
 //
 // Usage: bench_cnn_step [--threads N] [--batch 128] [--warmup 3] [--steps 7] [--profile]
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "bench_step.hpp"

@@ -26,7 +26,14 @@ out=${OUT:-$(mktemp /tmp/moe_compare.XXXXXX.jsonl)}
 [[ -f $peer_dir/moe_layer.py ]] || { echo "no peer script in $peer_dir (set PEER_DIR)" >&2; exit 1; }
 : > "$out"
 
-tag() { sed -u "s/^{/{\"round\":$1,\"side\":\"$2\",/" | tee -a "$out"; }
+# Tags each JSON line with the round, the side and the 1-minute load when it was printed (a load
+# well above the bench's own thread count means another job shared the machine: discard that round).
+tag() {
+  while IFS= read -r line; do
+    [[ $line == \{* ]] || { echo "$line"; continue; }
+    echo "{\"round\":$1,\"side\":\"$2\",\"load1_seen\":$(cut -d' ' -f1 /proc/loadavg),${line#\{}" | tee -a "$out"
+  done
+}
 for round in $(seq "$ROUNDS"); do
   echo "# round $round: moegrad  (load $(cut -d' ' -f1 /proc/loadavg))" >&2
   # shellcheck disable=SC2086
@@ -57,8 +64,9 @@ for E, limit in ((4, 1.0), (16, 0.9), (64, 0.6)):
     if E in experts:
         targets.append((f"moegrad/peer_sorted E={E}", ("moegrad", "moegrad", E), ("peer", "sorted", E), limit))
 lo, hi = experts[0], experts[-1]
-targets.append((f"moegrad E={hi}/E={lo}", ("moegrad", "moegrad", hi), ("moegrad", "moegrad", lo), 1.2))
-targets.append((f"peer sorted E={hi}/E={lo} (info)", ("peer", "sorted", hi), ("peer", "sorted", lo), None))
+if hi != lo:
+    targets.append((f"moegrad E={hi}/E={lo}", ("moegrad", "moegrad", hi), ("moegrad", "moegrad", lo), 1.2))
+    targets.append((f"peer sorted E={hi}/E={lo} (info)", ("peer", "sorted", hi), ("peer", "sorted", lo), None))
 targets.append((f"moegrad E={lo}/moegrad dense", ("moegrad", "moegrad", lo), ("moegrad", "dense", None), 1.15))
 targets.append((f"moegrad dense/peer dense (info)", ("moegrad", "dense", None), ("peer", "dense", None), None))
 for E in experts:

@@ -5,7 +5,7 @@
 // input, each expert run once on its contiguous slice, and one index_add that scatters the
 // gate-weighted outputs back.
 //
-// The experts run one of two ways, with the same results:
+// The experts run one of two ways, with the same results up to the order of floating-point sums:
 //   module path   expert->forward(slice) for each expert in turn, recorded op by op. Any module.
 //   grouped path  when every expert is a plain Linear -> ReLU -> Linear on the CPU (FFNExpert
 //                 without norm and dropout, or such a Sequential): one autograd node whose forward
@@ -13,9 +13,9 @@
 //                 engine's threads, each task single-threaded. Many small experts (E = 64 gives
 //                 ~128 inputs each) are then as fast as a few large ones; one after another, each
 //                 small GEMM would run far below speed (the reference README's E = 64 slowdown).
+//                 Its task cuts do not depend on the thread count, nor do its results.
 #include "moe/layer.hpp"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -148,9 +148,10 @@ void add_tasks(std::vector<Task>& tasks, int64_t e, int64_t n, double cost_per_r
 
 // How the work is cut, independent of the thread count (a GEMM's rounding can depend on its shape,
 // so fixed cuts keep results identical for any number of threads). Row tasks take at most
-// kTaskRows inputs: their [rows, H] hidden block then stays in a core's L2. Weight gradients are
-// cut into 2-d tiles of about kTileMacs multiply-adds, as square as the matrix allows: a GEMM
-// task re-packs both operands, and a square tile packs the least for its work.
+// kTaskRows inputs: a backward task re-packs the expert's weights, so larger is cheaper, while E = 4
+// still gets 16 tasks for 2 threads (512 measured ~4% faster than 256 at E = 4 and 16 here).
+// Weight gradients are cut into 2-d tiles of about kTileMacs multiply-adds, as square as the
+// matrix allows: a task re-packs its operands, and a square tile packs the least for its work.
 constexpr int64_t kTaskRows = 512;
 constexpr double kTileMacs = 64.0 * (1 << 20);
 constexpr int64_t kMinTileSide = 16;
@@ -198,23 +199,11 @@ void run_tasks(std::vector<TaskT>& tasks, const F& fn) {
   for (int64_t i = 0; i < n; ++i) fn(tasks[i]);
 }
 
-template <class T>
-using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using ColMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-
-// Calls f with an Eigen view of the [rows, cols] matrix at p with element strides (sr, sc), one of
-// which is 1 (every operand of the grouped kernel is a plain or transposed row-major block).
-template <class T, class F>
-void with_matrix(const T* p, int64_t rows, int64_t cols, int64_t sr, int64_t sc, const F& f) {
-  if (sc == 1) f(Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>(p, rows, cols, Eigen::OuterStride<>(sr)));
-  else f(Eigen::Map<const ColMatrix<T>, 0, Eigen::OuterStride<>>(p, rows, cols, Eigen::OuterStride<>(sc)));
-}
-
 // C [M, N] (rows ldc apart) = A [M, K] @ B [K, N], A and B given by element strides; on the
-// calling thread only. Float32 takes the engine's own GEMM (the one every matmul uses, see
-// engine/cpu/gemm_f32.hpp: each element one fixed-order k-sum, so any row split gives the same
-// bits); float64, or a build without it, takes Eigen.
+// calling thread only. Every element of C is one sum over k in order, so a result does not depend
+// on how the work was cut, on the thread or on memory alignment. Float32 takes the engine's own
+// GEMM (engine/cpu/gemm_f32.hpp, the one every matmul uses, which sums that way); other dtypes
+// (float64: gradient checks and exact comparisons) a plain loop.
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_row, int64_t a_col, const T* B,
           int64_t b_row, int64_t b_col, T* C, int64_t ldc) {
@@ -224,10 +213,24 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_row, int64_t a_
       return;
     }
   }
-  Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>> out(C, M, N, Eigen::OuterStride<>(ldc));
-  with_matrix(A, M, K, a_row, a_col, [&](const auto& a) {
-    with_matrix(B, K, N, b_row, b_col, [&](const auto& b) { out.noalias() = a * b; });
-  });
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    const T* a = A + i * a_row;
+    if (b_col == 1) {  // rows of B contiguous: accumulate whole rows of C
+      std::fill_n(c, N, T(0));
+      for (int64_t k = 0; k < K; ++k) {
+        const T ak = a[k * a_col];
+        const T* b = B + k * b_row;
+        for (int64_t j = 0; j < N; ++j) c[j] += ak * b[j];
+      }
+    } else {
+      for (int64_t j = 0; j < N; ++j) {
+        T sum = 0;
+        for (int64_t k = 0; k < K; ++k) sum += a[k * a_col] * B[k * b_row + j * b_col];
+        c[j] = sum;
+      }
+    }
+  }
 }
 
 template <class T>
@@ -244,8 +247,27 @@ struct Groups {
   int64_t rows(int64_t e) const { return offset[e + 1] - offset[e]; }
 };
 
+// Inputs per GEMM call in the forward: within a task, inputs go kChunk at a time through a
+// feature-major scratch (see grouped_ffn_forward) that stays in L2.
+constexpr int64_t kChunk = 128;
+
+// out[j * ld_out + d] = in[d * m + j] (+ bias[d]) for d < rows, j < m: a feature-major [rows, m]
+// block written input-major, in 32 x 32 blocks so that both sides stay in cache.
+template <class T>
+void transpose_out(const T* in, int64_t rows, int64_t m, const T* bias, T* out, int64_t ld_out) {
+  constexpr int64_t kBlock = 32;
+  for (int64_t d0 = 0; d0 < rows; d0 += kBlock)
+    for (int64_t j0 = 0; j0 < m; j0 += kBlock)
+      for (int64_t j = j0; j < std::min(m, j0 + kBlock); ++j)
+        for (int64_t d = d0; d < std::min(rows, d0 + kBlock); ++d)
+          out[j * ld_out + d] = bias ? in[d * m + j] + bias[d] : in[d * m + j];
+}
 
 // h = relu(xs W1^T + b1) (saved for backward), ys = h W2^T + b2, for every expert's slice.
+// Computed feature-major, h^T = W1 xs^T and ys^T = W2 h^T: the GEMMs then read the expert's
+// weights in place and pack only the inputs' side, small when E is large (input-major, each small
+// GEMM re-packs a whole weight matrix, transposed: ~20% slower per expert at E = 64). h is saved
+// input-major, which the backward's GEMMs prefer.
 template <class T>
 void grouped_ffn_forward(const Groups& g, const std::vector<FfnWeights>& w, const Tensor& xs,
                          const Tensor& h, const Tensor& ys) {
@@ -257,21 +279,24 @@ void grouped_ffn_forward(const Groups& g, const std::vector<FfnWeights>& w, cons
   T* hp = h.data_ptr<T>();
   T* y = ys.data_ptr<T>();
   run_tasks(tasks, [&](const Task& t) {
-    const int64_t e = t.expert, m = t.end - t.begin, H = g.hidden[e];
+    const int64_t e = t.expert, H = g.hidden[e];
+    const T* w1 = w[e].w1.data_ptr<T>();
+    const T* w2 = w[e].w2.data_ptr<T>();
     const T* b1 = data_or_null<T>(w[e].b1);
     const T* b2 = data_or_null<T>(w[e].b2);
-    T* hrows = hp + g.hidden_offset[e] + t.begin * H;
-    T* yrows = y + (g.offset[e] + t.begin) * g.D_out;
-    // h = x W1^T: W1 [H, D] read as its transpose, (k, n) at n * D + k
-    gemm<T>(m, H, g.D, x + (g.offset[e] + t.begin) * g.D, g.D, 1, w[e].w1.data_ptr<T>(), 1, g.D, hrows, H);
-    for (int64_t i = 0; i < m; ++i) {
-      T* row = hrows + i * H;
-      for (int64_t j = 0; j < H; ++j) row[j] = math::ReluOp{}(b1 ? row[j] + b1[j] : row[j], {});
+    std::vector<T> ht(H * kChunk), yt(g.D_out * kChunk);
+    for (int64_t j0 = t.begin; j0 < t.end; j0 += kChunk) {
+      const int64_t m = std::min(kChunk, t.end - j0);
+      // h^T = W1 xs^T: the input rows read as columns, (k, j) at j * D + k
+      gemm<T>(H, m, g.D, w1, g.D, 1, x + (g.offset[e] + j0) * g.D, 1, g.D, ht.data(), m);
+      for (int64_t r = 0; r < H; ++r) {
+        T* row = ht.data() + r * m;
+        for (int64_t j = 0; j < m; ++j) row[j] = math::ReluOp{}(b1 ? row[j] + b1[r] : row[j], {});
+      }
+      gemm<T>(g.D_out, m, H, w2, H, 1, ht.data(), m, 1, yt.data(), m);
+      transpose_out<T>(yt.data(), g.D_out, m, b2, y + (g.offset[e] + j0) * g.D_out, g.D_out);
+      transpose_out<T>(ht.data(), H, m, nullptr, hp + g.hidden_offset[e] + j0 * H, H);
     }
-    gemm<T>(m, g.D_out, H, hrows, H, 1, w[e].w2.data_ptr<T>(), 1, H, yrows, g.D_out);
-    if (b2)
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < g.D_out; ++j) yrows[i * g.D_out + j] += b2[j];
   });
 }
 
@@ -281,19 +306,21 @@ struct NeedGrad {
   std::vector<uint8_t> w1, b1, w2, b2;  // per expert
 };
 
-// Column sums of the [n, cols] block at p (row stride `stride`), into out[0, cols).
+// Column sums of the [n, cols] block at p (row stride `stride`), into out[0, cols); summed in
+// double, as the engine's reductions.
 template <class T>
 void column_sums(const T* p, int64_t n, int64_t cols, int64_t stride, T* out) {
-  std::fill_n(out, cols, T(0));
+  std::vector<double> acc(cols, 0.0);
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < cols; ++j) out[j] += p[i * stride + j];
+    for (int64_t j = 0; j < cols; ++j) acc[j] += p[i * stride + j];
+  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<T>(acc[j]);
 }
 
 // gh = (gy W2) * relu'(h) and gxs = gh W1 by rows; gW2 = gy^T h, gb2, gW1 = gh^T xs and gb1 by
 // 2-d tiles of each weight gradient. A large expert runs as row tasks, then (once its gh is
-// complete) tile tasks. A small one (one row task, one tile per gradient) runs as a single task,
-// so its gh, h and inputs are still in cache when its weight gradients read them: with 64 experts
-// the layer is otherwise bound by memory traffic.
+// complete) tile tasks. A small one (at most kTaskRows inputs) runs as a single task, so its gh,
+// h and inputs are still in cache when its weight gradients read them: with 64 experts the layer
+// is otherwise bound by memory traffic.
 template <class T>
 void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, const NeedGrad& need,
                           const Tensor& xs, const Tensor& h, const Tensor& gy, const Tensor& gxs,
@@ -336,7 +363,7 @@ void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, con
   };
 
   // First pass: row tasks of large experts and whole small experts (expert = -1 - e). Second
-  // pass: the tiles of the large experts.
+  // pass: the tiles of the large experts, whose gh is then complete.
   std::vector<Task> first;
   std::vector<Tile> second;
   std::vector<std::vector<Tile>> small_tiles(E);
@@ -355,7 +382,7 @@ void grouped_ffn_backward(const Groups& g, const std::vector<FfnWeights>& w, con
       add_tiles(tiles, 2 * e + 1, H, g.D, n);
     }
     const double row_cost = H * (g.D_out + (need.xs ? g.D : 0));
-    if (row_pieces(n) == 1 && tiles.size() <= 2) {
+    if (row_pieces(n) == 1) {
       double cost = need_gh[e] ? n * row_cost : 0;
       for (const Tile& t : tiles) cost += t.cost;
       first.push_back({-1 - e, 0, n, cost});

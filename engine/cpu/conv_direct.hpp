@@ -35,5 +35,9 @@ void forward(const float* x, const float* w, const float* bias, float* y, int64_
              int64_t O, int64_t H, int64_t W);
 void backward_input(const float* gy, const float* w, float* dx, int64_t N, int64_t C, int64_t O,
                     int64_t H, int64_t W);
+// Needs C % 16 == 0 besides applicable(). Partial sums per thread, added in thread order: the
+// result depends on the thread count only.
+void backward_weight(const float* x, const float* gy, float* dw, int64_t N, int64_t C, int64_t O,
+                     int64_t H, int64_t W);
 
 }  // namespace mg::cpu::winograd

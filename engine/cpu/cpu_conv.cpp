@@ -7,8 +7,8 @@
 // its own unfold buffer and single-threaded GEMMs, so memory stays at one sample's unfold per
 // thread; a smaller batch runs sample after sample with Eigen's multi-threaded GEMM. A 1x1 kernel
 // with stride 1 and no padding multiplies the input in place. The float32 'same' convs of CNNs take
-// the kernels of conv_direct.hpp instead: Winograd for the forward and input gradient of 3x3 ones
-// with enough channels, direct convolution otherwise and for every weight gradient.
+// the kernels of conv_direct.hpp instead: Winograd for the 3x3 ones with enough channels, direct
+// convolution for the others.
 
 // GCC 12 reports false positives inside its own AVX-512 intrinsics when Eigen's GEMM is inlined
 // (cpu_matmul.cpp gets the same flag from CMake).
@@ -212,6 +212,10 @@ void CpuBackend::conv2d_backward_weight(const Tensor& x, const Tensor& grad, con
     using T = scalar_t;
     const T* px = x.data_ptr<T>();
     const T* pg = grad.data_ptr<T>();
+    if (std::is_same_v<T, float> && winograd::applicable(win, groups, d.C, d.O, d.H, d.W) &&
+        d.C % 16 == 0)
+      return winograd::backward_weight(as_float(px), as_float(pg),
+                                       as_float(grad_weight.data_ptr<T>()), d.N, d.C, d.O, d.H, d.W);
     if (std::is_same_v<T, float> && direct::applicable(win, groups, d.H, d.W))
       return direct::backward_weight(as_float(px), as_float(pg), as_float(grad_weight.data_ptr<T>()),
                                      d.N, d.C, d.O, d.H, d.W, win);

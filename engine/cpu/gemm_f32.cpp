@@ -37,6 +37,7 @@ struct Operands {
   int64_t b_row, b_col;
   float* C;
   int64_t ldc, K;
+  bool accumulate;
 };
 
 // panel[k][j] = B[k0 + k][n0 + j] for j < nb, 0 up to the vectors used.
@@ -60,11 +61,16 @@ void pack_panel(const Operands& o, int64_t k0, int64_t kc, int64_t n0, int64_t n
 template <int MR, int NV>
 void tile(const float* A, int64_t a_row, int64_t a_col, const float* panel, int64_t ldp, int64_t kc,
           float* C, int64_t ldc, __mmask16 last, bool accumulate) {
+  // masked loads and stores are slow on some AVX-512 CPUs (AMD Zen): only a partial vector
+  // takes them
+  const bool partial = last != __mmask16(0xFFFF);
   __m512 acc[MR][NV];
   MG_UNROLL for (int m = 0; m < MR; ++m)
-    MG_UNROLL for (int v = 0; v < NV; ++v)
-      acc[m][v] = accumulate ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xFFFF), C + m * ldc + v * kLanes)
-                             : _mm512_setzero_ps();
+    MG_UNROLL for (int v = 0; v < NV; ++v) {
+      const float* c = C + m * ldc + v * kLanes;
+      acc[m][v] = !accumulate ? _mm512_setzero_ps()
+                  : v == NV - 1 && partial ? _mm512_maskz_loadu_ps(last, c) : _mm512_loadu_ps(c);
+    }
   const float* a[MR];
   MG_UNROLL for (int m = 0; m < MR; ++m) a[m] = A + m * a_row;
   for (int64_t k = 0; k < kc; ++k) {
@@ -75,8 +81,6 @@ void tile(const float* A, int64_t a_row, int64_t a_col, const float* panel, int6
       MG_UNROLL for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_fmadd_ps(am, b[v], acc[m][v]);
     }
   }
-  // masked stores are slow on some AVX-512 CPUs (AMD Zen): only a partial vector takes one
-  const bool partial = last != __mmask16(0xFFFF);
   MG_UNROLL for (int m = 0; m < MR; ++m)
     MG_UNROLL for (int v = 0; v < NV; ++v) {
       if (v == NV - 1 && partial) _mm512_mask_storeu_ps(C + m * ldc + v * kLanes, last, acc[m][v]);
@@ -105,9 +109,9 @@ void gemm_block(const Operands& o, int64_t m0, int64_t m1, int64_t n0, int64_t n
     const __mmask16 last = rem == kLanes ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1);
     for (int64_t k0 = 0; k0 < o.K; k0 += kKC) {
       const int64_t kc = std::min(kKC, o.K - k0);
-      // A full-width panel of a B with contiguous rows is read in place (when few rows of C
-      // would not repay the copy, or B's rows are short enough to stay cached anyway).
-      const bool in_place = o.b_col == 1 && nb == kNR && (m1 - m0 <= 64 || o.b_row <= 1024);
+      // A panel of whole vectors of a B with contiguous rows is read in place (when few rows of
+      // C would not repay the copy, or B's rows are short enough to stay cached anyway).
+      const bool in_place = o.b_col == 1 && nb % kLanes == 0 && (m1 - m0 <= 64 || o.b_row <= 1024);
       const float* bp = in_place ? o.B + k0 * o.b_row + nc : panel;
       const int64_t ldp = in_place ? o.b_row : kNR;
       if (!in_place) pack_panel(o, k0, kc, nc, nb, nv, panel);
@@ -115,7 +119,7 @@ void gemm_block(const Operands& o, int64_t m0, int64_t m1, int64_t n0, int64_t n
         const int mr = m1 - m >= 8 ? 8 : m1 - m >= 4 ? 4 : m1 - m >= 2 ? 2 : 1;
         const float* a = o.A + m * o.a_row + k0 * o.a_col;
         float* c = o.C + m * o.ldc + nc;
-        const bool add = k0 > 0;
+        const bool add = k0 > 0 || o.accumulate;
         if (nv == 3) tile_rows<3>(mr, a, o.a_row, o.a_col, bp, ldp, kc, c, o.ldc, last, add);
         else if (nv == 2) tile_rows<2>(mr, a, o.a_row, o.a_col, bp, ldp, kc, c, o.ldc, last, add);
         else tile_rows<1>(mr, a, o.a_row, o.a_col, bp, ldp, kc, c, o.ldc, last, add);
@@ -130,13 +134,15 @@ void gemm_block(const Operands& o, int64_t m0, int64_t m1, int64_t n0, int64_t n
 bool gemm_f32_available() { return true; }
 
 void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_row, int64_t a_col,
-              const float* B, int64_t b_row, int64_t b_col, float* C, int64_t ldc, bool parallel) {
+              const float* B, int64_t b_row, int64_t b_col, float* C, int64_t ldc, bool parallel,
+              bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    for (int64_t m = 0; m < M; ++m) std::fill_n(C + m * ldc, N, 0.f);
+    if (!accumulate)
+      for (int64_t m = 0; m < M; ++m) std::fill_n(C + m * ldc, N, 0.f);
     return;
   }
-  const Operands o{A, a_row, a_col, B, b_row, b_col, C, ldc, K};
+  const Operands o{A, a_row, a_col, B, b_row, b_col, C, ldc, K, accumulate};
   const int64_t work = M * N * K;
   const int64_t row_blocks = (M + kMR - 1) / kMR, panels = (N + kNR - 1) / kNR;
   if (!parallel || work < (int64_t{1} << 18)) return gemm_block(o, 0, M, 0, N);
@@ -155,7 +161,7 @@ void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_row, in
 
 bool gemm_f32_available() { return false; }
 void gemm_f32(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t,
-              int64_t, float*, int64_t, bool) {}
+              int64_t, float*, int64_t, bool, bool) {}
 
 #endif
 

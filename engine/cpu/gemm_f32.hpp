@@ -9,10 +9,12 @@ namespace mg::cpu {
 // Whether this build has the kernel (AVX-512).
 bool gemm_f32_available();
 
-// C [M, N] (rows ldc apart, unit column stride) = A [M, K] @ B [K, N], A and B with any element
-// strides. Each element of C is one thread's sum over k in a fixed order, so the result does not
-// depend on the thread count. `parallel`: split the work over the engine's threads.
+// C [M, N] (rows ldc apart, unit column stride) = A [M, K] @ B [K, N] (or C += with
+// `accumulate`), A and B with any element strides. Each element of C is one thread's sum over k in
+// a fixed order, so the result does not depend on the thread count. `parallel`: split the work
+// over the engine's threads.
 void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_row, int64_t a_col,
-              const float* B, int64_t b_row, int64_t b_col, float* C, int64_t ldc, bool parallel);
+              const float* B, int64_t b_row, int64_t b_col, float* C, int64_t ldc, bool parallel,
+              bool accumulate = false);
 
 }  // namespace mg::cpu
