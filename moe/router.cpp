@@ -267,7 +267,7 @@ Routing Router::route(const Tensor& x, const Tensor& labels) {
   switch (config_.scoring) {
     case Scoring::SoftmaxTopK: {
       const Tensor chosen = gather(r.scores, 1, r.indices);
-      r.weights = chosen / chosen.sum({1}, true);
+      r.weights = renormalize_weights() ? chosen / chosen.sum({1}, true) : chosen;
       break;
     }
     case Scoring::TopKSoftmax:
@@ -275,12 +275,14 @@ Routing Router::route(const Tensor& x, const Tensor& labels) {
       break;
     case Scoring::Sigmoid: {
       const Tensor chosen = gather(r.scores, 1, r.indices);
-      r.weights = chosen / (chosen.sum({1}, true) + kSigmoidNormEps);
+      r.weights = renormalize_weights() ? chosen / (chosen.sum({1}, true) + kSigmoidNormEps) : chosen;
       break;
     }
   }
   return r;
 }
+
+bool Router::renormalize_weights() const { return config_.renormalize && config_.top_k > 1; }
 
 void Router::update_bias(const std::vector<int64_t>& tokens_per_expert) {
   const int64_t E = config_.num_experts;

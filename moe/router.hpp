@@ -38,6 +38,11 @@ struct RouterConfig {
   std::vector<int64_t> gate_hidden;   // empty: a linear gate
   double gate_dropout = 0.0;          // MLP gate only
   Scoring scoring = Scoring::SoftmaxTopK;
+  // SoftmaxTopK / Sigmoid: divide the k chosen scores by their sum (Mixtral, DeepSeek-V3), or
+  // keep the raw scores (false). At top_k = 1 renormalizing would make every weight exactly 1
+  // and cut the gate off the task gradient, so top_k = 1 always keeps the raw score (Switch).
+  // TopKSoftmax is a softmax over the k by definition: at top_k = 1 its weight is 1.
+  bool renormalize = true;
   double temperature = 1.0;
   NoiseType noise = NoiseType::None;
   double noise_std = 1.0;             // Scaled: multiple of the per-row logit std
@@ -92,6 +97,7 @@ class Router : public nn::Module {
 
  private:
   Tensor gate_logits(const Tensor& x);
+  bool renormalize_weights() const;
   RouterConfig config_;
   std::shared_ptr<nn::Sequential> gate_;         // ... -> Linear(hidden, E)
   std::shared_ptr<nn::Linear> noise_proj_;       // Learned noise: Linear(D, E, no bias)

@@ -413,6 +413,36 @@ TEST_CASE("router: scores, weights and dtypes", "[moe][router]") {
   }
 }
 
+TEST_CASE("router: top-1 keeps the raw score so the task loss reaches the gate", "[moe][router]") {
+  // Renormalizing one weight makes it exactly 1: the gate would get no gradient from the task.
+  for (Scoring scoring : {Scoring::SoftmaxTopK, Scoring::Sigmoid}) {
+    INFO(scoring_name(scoring));
+    Router router(config(4, 5, 1, scoring));
+    const Routing r = router.route(randn64({6, 4}, 3));
+    require_close(r.weights, mg::gather(r.scores, 1, r.indices), 1e-12);
+    CHECK(r.weights.to_vector<double>()[0] < 1.0);
+    r.weights.sum().backward();
+    const Tensor gate_weight_grad = router.output_layer_parameters()[0].grad();
+    REQUIRE(gate_weight_grad.defined());
+    CHECK(gate_weight_grad.abs().sum().item<float>() > 0.0f);
+  }
+}
+
+TEST_CASE("router: renormalize = false keeps the chosen scores", "[moe][router]") {
+  for (Scoring scoring : {Scoring::SoftmaxTopK, Scoring::Sigmoid}) {
+    INFO(scoring_name(scoring));
+    RouterConfig c = config(4, 6, 2, scoring);
+    c.renormalize = false;
+    Router router(c);
+    router.to(mg::kFloat64);
+    router.eval();
+    const Tensor x = randn64({8, 4}, 4);
+    const Routing r = router.route(x);
+    require_close(r.weights, mg::gather(r.scores, 1, r.indices), 1e-12);
+    gradcheck_params("raw top-2 weights", [&] { return router.route(x).weights; }, router.parameters());
+  }
+}
+
 // ---------------------------------------------------------------- warmup and random routing
 
 TEST_CASE("router: warmup routes randomly for the first N training steps", "[moe][router]") {
