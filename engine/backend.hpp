@@ -17,6 +17,22 @@
 
 namespace mg {
 
+// The weights of one group of grouped_mlp (engine/ops/grouped_mlp.hpp): w1 [H, D], b1 [H], w2
+// [D_out, H], b2 [D_out]; the biases may be undefined. As gradient outputs, undefined = not wanted.
+struct GroupedMlpWeights {
+  Tensor w1, b1, w2, b2;
+};
+
+// Where each group's rows live: group g owns rows [offset[g], offset[g + 1]) of x [P, D] and y
+// [P, D_out], and its hidden activations [n_g, H_g] start at hidden_offset[g] of one flat buffer.
+struct GroupedMlpLayout {
+  std::vector<int64_t> offset;         // [G + 1]
+  std::vector<int64_t> hidden;         // H_g
+  std::vector<int64_t> hidden_offset;  // [G + 1]
+  int64_t D = 0, D_out = 0;
+  int64_t rows(int64_t g) const { return offset[g + 1] - offset[g]; }
+};
+
 enum class ReduceOp { Sum, Max, Min };
 enum class RandomDist { Uniform, Normal };
 
@@ -135,6 +151,17 @@ class Backend {
   // per row, stable
   virtual void sort_rows(const Tensor& x, bool descending, const Tensor& values,
                          const Tensor& indices) = 0;
+
+  // ---- grouped Linear -> ReLU -> Linear on contiguous tensors (the MoE experts' FFN): for each
+  // group's rows, h = relu(x W1^T + b1) (kept for the backward) and y = h W2^T + b2. The backward
+  // writes every defined output: grad_x [P, D] and the groups' weight gradients.
+  virtual void grouped_mlp_forward(const GroupedMlpLayout& layout,
+                                   const std::vector<GroupedMlpWeights>& weights, const Tensor& x,
+                                   const Tensor& h, const Tensor& y) = 0;
+  virtual void grouped_mlp_backward(const GroupedMlpLayout& layout,
+                                    const std::vector<GroupedMlpWeights>& weights, const Tensor& x,
+                                    const Tensor& h, const Tensor& grad_y, const Tensor& grad_x,
+                                    const std::vector<GroupedMlpWeights>& grads) = 0;
 
   // ---- random: element i of `out` (contiguous) draws from Philox counter `offset + i` of `seed`,
   // so the stream does not depend on the thread count or the device.

@@ -3,6 +3,7 @@
 #include "engine/ops/attention.hpp"
 #include "engine/ops/conv.hpp"
 #include "engine/ops/elementwise.hpp"
+#include "engine/ops/grouped_mlp.hpp"
 #include "engine/ops/index.hpp"
 #include "engine/ops/linalg.hpp"
 #include "engine/ops/loss.hpp"

@@ -144,7 +144,7 @@ bool took_grouped_path(moe::MoELayer& layer, const Tensor& x, const Tensor& labe
   }
   mg::profiler::enable(false);
   bool grouped = false;
-  for (const auto& s : mg::profiler::stats()) grouped = grouped || s.name == "moe_grouped_ffn";
+  for (const auto& s : mg::profiler::stats()) grouped = grouped || s.name == "grouped_mlp";
   mg::profiler::reset();
   return grouped;
 }

@@ -312,13 +312,15 @@ TEST_CASE("add_expert_cloned_from: noise 0 duplicates expert j, noise is seeded"
 
 TEST_CASE("remove_expert of a middle expert: the others and their router rows keep working",
           "[moe][lifecycle]") {
-  auto layer = make_layer(4, 1, 11, "layernorm");
+  // Top-2 with renormalized weights: removing an expert neither input chose leaves both its choices
+  // and its weights unchanged (at top-1 the raw Switch weight would move with the softmax's sum).
+  auto layer = make_layer(4, 2, 11, "layernorm");
   mg::Generator data(12);
   const Tensor x = mg::randn({200, kDim}, mg::kFloat32, &data);
   layer->eval();
   const auto y_before = eval_output(*layer, x);
   layer->forward(x);
-  const auto top1_before = layer->last_routing().indices.to_vector<int32_t>();
+  const auto chosen_before = layer->last_routing().indices.to_vector<int32_t>();  // [T, 2]
   const std::vector<nn::ModulePtr> experts_before{layer->expert(0), layer->expert(1), layer->expert(2),
                                                   layer->expert(3)};
   const auto router_before = layer->router().output_layer_parameters();
@@ -345,12 +347,14 @@ TEST_CASE("remove_expert of a middle expert: the others and their router rows ke
   // Inputs that were not routed to the removed expert keep their expert and their output.
   const auto y_after = eval_output(*layer, x);
   layer->forward(x);
-  const auto top1_after = layer->last_routing().indices.to_vector<int32_t>();
+  const auto chosen_after = layer->last_routing().indices.to_vector<int32_t>();
   int64_t kept = 0;
-  for (size_t t = 0; t < top1_before.size(); ++t) {
-    if (top1_before[t] == 1) continue;  // re-routed: any surviving expert may take it
+  for (size_t t = 0; t < chosen_before.size() / 2; ++t) {
+    const int32_t first = chosen_before[2 * t], second = chosen_before[2 * t + 1];
+    if (first == 1 || second == 1) continue;  // re-routed: any surviving expert may take it
     ++kept;
-    CHECK(top1_after[t] == (top1_before[t] > 1 ? top1_before[t] - 1 : top1_before[t]));
+    CHECK(chosen_after[2 * t] == (first > 1 ? first - 1 : first));
+    CHECK(chosen_after[2 * t + 1] == (second > 1 ? second - 1 : second));
     for (int64_t k = 0; k < kDim; ++k) CHECK(std::abs(y_after[t * kDim + k] - y_before[t * kDim + k]) < 1e-5);
   }
   CHECK(kept > 0);

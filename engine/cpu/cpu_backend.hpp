@@ -53,6 +53,13 @@ class CpuBackend final : public Backend {
                  const Tensor& indices) override;
   void sort_rows(const Tensor& x, bool descending, const Tensor& values,
                  const Tensor& indices) override;
+  void grouped_mlp_forward(const GroupedMlpLayout& layout,
+                           const std::vector<GroupedMlpWeights>& weights, const Tensor& x,
+                           const Tensor& h, const Tensor& y) override;
+  void grouped_mlp_backward(const GroupedMlpLayout& layout,
+                            const std::vector<GroupedMlpWeights>& weights, const Tensor& x,
+                            const Tensor& h, const Tensor& grad_y, const Tensor& grad_x,
+                            const std::vector<GroupedMlpWeights>& grads) override;
   void fill_random(const Tensor& out, RandomDist dist, uint64_t seed, uint64_t offset, double a,
                    double b) override;
 };
