@@ -106,9 +106,18 @@ TensorList AccumulateGrad::apply(TensorList&& grad_outputs) {
     if (replaced.defined()) g = replaced;
   }
   auto& slot = leaf_->autograd.grad;
-  // The first gradient is copied so that in-place updates of .grad (zero_, optimizers) can never
-  // write into a tensor the graph or the user still holds.
-  slot = slot ? (Tensor(slot) + g).impl() : g.detach().clone().impl();
+  if (slot) {
+    slot = (Tensor(slot) + g).impl();
+  } else if (g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1 && g.is_contiguous() &&
+             g.impl()->offset == 0 && !g.requires_grad()) {
+    // Nothing else can see this gradient (no other tensor, view or hook holds it), so it becomes
+    // .grad as it is, as PyTorch's AccumulateGrad steals it: no copy per parameter per step.
+    slot = g.impl();
+  } else {
+    // Copied, so that in-place updates of .grad (zero_, optimizers) can never write into a tensor
+    // the graph or the user still holds.
+    slot = g.detach().clone().impl();
+  }
   return {};
 }
 
