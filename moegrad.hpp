@@ -1,5 +1,12 @@
 // moegrad: the one header users include. Everything lives in namespace mg.
 #pragma once
+#include "data/cifar.hpp"
+#include "data/dataset.hpp"
+#include "data/fetch.hpp"
+#include "data/idx.hpp"
+#include "data/image_folder.hpp"
+#include "data/loader.hpp"
+#include "data/transforms.hpp"
 #include "engine/autograd.hpp"
 #include "engine/generator.hpp"
 #include "engine/ops.hpp"

@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [extra packages...]
 set -euo pipefail
 packages=(cmake g++ make pkg-config libeigen3-dev catch2 libstb-dev zlib1g-dev libcli11-dev
-          nlohmann-json3-dev "$@")
+          nlohmann-json3-dev dataset-fashion-mnist "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,7 +28,7 @@ TEST_CASE("a value used twice receives both gradients", "[autograd]") {
   require_close(x.grad(), f64({26}, {1}));
 }
 
-TEST_CASE("backward with an explicit gradient; non-scalar needs one", "[autograd]") {
+TEST_CASE("backward with an explicit gradient - non-scalar needs one", "[autograd]") {
   Tensor x = f64({1, 2, 3}, {3}).requires_grad_();
   Tensor y = x * x;
   CHECK_THROWS_WITH(y.backward(), Catch::Contains("scalar") && Catch::Contains("[3]"));
@@ -38,7 +38,7 @@ TEST_CASE("backward with an explicit gradient; non-scalar needs one", "[autograd
   CHECK_THROWS_WITH(f64({1}, {1}).backward(), Catch::Contains("does not require grad"));
 }
 
-TEST_CASE("retain_grad keeps a non-leaf gradient; non-leaves have none by default", "[autograd]") {
+TEST_CASE("retain_grad keeps a non-leaf gradient - non-leaves have none by default", "[autograd]") {
   Tensor x = f64({1, 2}, {2}).requires_grad_();
   Tensor h = x * 3.0;
   Tensor k = h + 1.0;
@@ -79,7 +79,7 @@ TEST_CASE("no-grad guard and detach stop recording", "[autograd]") {
   require_close(x.grad(), f64({1, 2}, {2}));
 }
 
-TEST_CASE("a second backward without retain_graph is an error; with it, it works", "[autograd]") {
+TEST_CASE("a second backward without retain_graph is an error - with it, it works", "[autograd]") {
   Tensor x = f64({2}, {1}).requires_grad_();
   Tensor y = (x * x).sum();
   y.backward(Tensor(), /*retain_graph=*/true);

@@ -575,7 +575,7 @@ moe::StepStats shares(std::vector<double> fraction, double router_entropy = 0.0)
 
 }  // namespace
 
-TEST_CASE("controller: prune after exactly `patience` evaluations; streaks follow removals",
+TEST_CASE("controller: prune after exactly `patience` evaluations - streaks follow removals",
           "[moe][lifecycle][controller]") {
   auto layer = make_layer(4, 1, 50, "none");
   moe::GrowPruneController controller(
@@ -606,7 +606,7 @@ TEST_CASE("controller: prune after exactly `patience` evaluations; streaks follo
   CHECK_THROWS_WITH(controller.evaluate(*layer, shares({0.5, 0.3, 0.2})), Catch::Contains("cover 3 experts"));
 }
 
-TEST_CASE("controller: a frozen expert is never pruned; the lowest-share eligible one is",
+TEST_CASE("controller: a frozen expert is never pruned - the lowest-share eligible one is",
           "[moe][lifecycle][controller]") {
   auto layer = make_layer(4, 1, 51, "none");
   layer->freeze_expert(0);
@@ -625,7 +625,7 @@ TEST_CASE("controller: a frozen expert is never pruned; the lowest-share eligibl
   CHECK(layer->num_experts() == 2);
 }
 
-TEST_CASE("controller: grow by splitting the busiest expert, by share or by entropy; max respected",
+TEST_CASE("controller: grow by splitting the busiest expert, by share or by entropy - max respected",
           "[moe][lifecycle][controller]") {
   auto layer = make_layer(2, 1, 52, "none");
   moe::GrowPruneController controller(
@@ -667,7 +667,7 @@ TEST_CASE("controller: grow by splitting the busiest expert, by share or by entr
   CHECK(flat->num_experts() == 4);
 }
 
-TEST_CASE("controller: one prune and one grow in one evaluation; decisions as JSON lines",
+TEST_CASE("controller: one prune and one grow in one evaluation - decisions as JSON lines",
           "[moe][lifecycle][controller]") {
   auto layer = make_layer(3, 1, 54, "none");
   nn::Adam optimizer(layer->parameters());

@@ -47,7 +47,7 @@ TEST_CASE("modules register parameters, buffers and children in order", "[nn]") 
   CHECK_THROWS_WITH(net->forward(mg::randn({5, 3})), Catch::Contains("Linear") && Catch::Contains("[5, 3]"));
 }
 
-TEST_CASE("state_dict round trip; strict loading lists every problem and changes nothing", "[nn]") {
+TEST_CASE("state_dict round trip - strict loading lists every problem and changes nothing", "[nn]") {
   mg::manual_seed(1);
   auto a = std::make_shared<nn::Linear>(3, 2);
   mg::manual_seed(2);

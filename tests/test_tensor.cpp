@@ -69,7 +69,7 @@ TEST_CASE("views share storage and have the right strides", "[tensor]") {
   CHECK(a.to_vector<double>() == std::vector<double>{-1, -1, 7, 3, 4, 8});
 }
 
-TEST_CASE("view refuses incompatible strides; reshape copies instead", "[tensor]") {
+TEST_CASE("view refuses incompatible strides - reshape copies instead", "[tensor]") {
   Tensor a = mg::arange(6).reshape({2, 3});
   CHECK_THROWS_WITH(a.t().view({6}), Catch::Contains("view") && Catch::Contains("reshape"));
   Tensor r = a.t().reshape({6});
