@@ -2,9 +2,10 @@
 // forward and backward on the CPU and on the GPU from the same random inputs, contiguous and as
 // transposed / sliced / expanded views, and compares outputs and input gradients element by
 // element with |cuda - cpu| <= atol + rtol * |cpu|, tolerances chosen per op (float32) and one
-// tight pair for float64. An end-to-end run trains the same small MoE model 20 steps on both
-// devices. Every [cuda] case needs a GPU and says so with a visible WARN where there is none
-// (Catch2 2.x has no SKIP); ctest labels them `cuda`: `ctest -L cuda --output-on-failure`.
+// tight pair for float64. Optimizer steps are compared the same way, and an end-to-end run
+// trains the same small MoE model 20 steps on both devices. Every [cuda] case needs a GPU and
+// says so with a visible WARN where there is none (Catch2 2.x has no SKIP); ctest labels them
+// `cuda`: `ctest -L cuda --output-on-failure`.
 //
 // The [device] cases run everywhere: the Philox functions the CUDA kernel calls reproduce the
 // CPU's random stream, and asking for CUDA without a device fails with a clear error.
@@ -12,7 +13,9 @@
 
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda_device.hpp"
@@ -230,6 +233,7 @@ std::vector<OpCase> op_cases() {
   binary("minimum", [](const Tensor& a, const Tensor& b) { return mg::minimum(a, b); });
   binary("lt", [](const Tensor& a, const Tensor& b) { return mg::lt(a, b); });
   binary("ge", [](const Tensor& a, const Tensor& b) { return mg::ge(a, b); });
+  binary("le_gt", [](const Tensor& a, const Tensor& b) { return mg::le(a, b) * 2.0 + mg::gt(a, b); });
   binary("eq_self", [](const Tensor& a, const Tensor&) { return mg::eq(a, a) + mg::ne(a, a); });
   binary("where", [](const Tensor& a, const Tensor& b) { return mg::where(mg::gt(a, b), a, b); });
   c.push_back({"masked_fill", {rnd({4, 3}), fixed(ints({1, 0, 1}, {3}))},
@@ -304,6 +308,12 @@ std::vector<OpCase> op_cases() {
   c.push_back({"batch_norm_train", {rnd({4, 3, 5, 2}), pos({3}), rnd({3})}, [](const TensorList& a) {
                  return mg::batch_norm(a[0], {}, {}, a[1], a[2], true, false);
                }, sum, sum});
+  c.push_back({"batch_norm_running_stats", {rnd({4, 3, 5})}, [](const TensorList& a) {
+                 // the in-place update of the running statistics, on the tensors' device
+                 const Tensor mean = mg::zeros({3}, a[0].options()), var = mg::ones({3}, a[0].options());
+                 const Tensor out = mg::batch_norm(a[0], mean, var, {}, {}, true, true);
+                 return mg::cat({out.flatten(), mean, var});
+               }, sum, sum});
   c.push_back({"batch_norm_eval", {rnd({4, 3, 5}), pos({3}), rnd({3})}, [](const TensorList& a) {
                  const Tensor mean = mg::full({3}, 0.1, a[0].options()), var = mg::full({3}, 0.8, a[0].options());
                  return mg::batch_norm(a[0], mean, var, a[1], a[2], false, false);
@@ -370,6 +380,45 @@ TEST_CASE("cuda: copies between devices keep values, dtypes and strides", "[cuda
   (leaf.to(mg::Device::cuda()) * 3.0).sum().backward();
   CHECK(leaf.grad().device().is_cpu());
   CHECK(leaf.grad().to_vector<double>() == std::vector<double>(24, 3.0));
+}
+
+// Optimizer updates run as tensor ops on the parameters' device: five steps of each optimizer on
+// a float64 Linear give the CPU's parameters to rounding.
+TEST_CASE("cuda: optimizer steps on the GPU match the CPU", "[cuda]") {
+  MG_REQUIRE_CUDA_DEVICE();
+  namespace nn = mg::nn;
+  using MakeOptimizer = std::function<std::unique_ptr<nn::Optimizer>(std::vector<Tensor>)>;
+  const std::vector<std::pair<std::string, MakeOptimizer>> optimizers = {
+      {"sgd", [](std::vector<Tensor> p) {
+         return std::make_unique<nn::SGD>(p, nn::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(1e-2));
+       }},
+      {"adam", [](std::vector<Tensor> p) { return std::make_unique<nn::Adam>(p, nn::AdamOptions(1e-2).amsgrad(true)); }},
+      {"adamw", [](std::vector<Tensor> p) {
+         return std::make_unique<nn::AdamW>(p, nn::AdamWOptions(1e-2).weight_decay(0.1));
+       }},
+  };
+  for (const auto& [name, make] : optimizers) {
+    std::vector<std::vector<double>> params;
+    for (mg::Device device : {mg::Device::cpu(), mg::Device::cuda()}) {
+      mg::manual_seed(3);
+      nn::Linear layer(5, 4);
+      layer.to(mg::kFloat64);
+      layer.to(device);
+      auto optimizer = make(layer.parameters());
+      mg::Generator data(4);
+      for (int step = 0; step < 5; ++step) {
+        const Tensor x = mg::randn({16, 5}, mg::kFloat64, &data).to(device);
+        optimizer->zero_grad();
+        mg::mse_loss(layer.forward(x), mg::zeros({16, 4}, x.options())).backward();
+        optimizer->step();
+      }
+      std::vector<double> values;
+      for (const Tensor& p : layer.parameters())
+        for (double v : p.to_vector<double>()) values.push_back(v);
+      params.push_back(values);
+    }
+    check_close(name + " parameters after 5 steps", params[0], params[1], 1e-12, 1e-10);
+  }
 }
 
 // The same model trained on both devices: float64, so routing (a top-2 choice) cannot flip on a
