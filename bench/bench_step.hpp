@@ -48,7 +48,8 @@ inline mg::Device parse_device(const std::string& name, const char* program) {
   if (name.rfind("cuda", 0) == 0)
     device = mg::Device::cuda(name.size() > 5 && name[4] == ':' ? std::atoi(name.c_str() + 5) : 0);
   else if (name != "cpu") {
-    std::fprintf(stderr, "%s: --device must be cpu, cuda or cuda:N, got %s\n", program, name.c_str());
+    std::fprintf(stderr, "%s: --device must be cpu, cuda or cuda:N, got %s\n", program,
+                 name.c_str());
     std::exit(2);
   }
   try {

@@ -35,6 +35,12 @@ class DeviceGuard {
 cudaStream_t stream_for(int device);
 
 inline constexpr int kThreads = 256;
+// for (int64_t i = ...; i < n; ...) over a 1-d grid of any size: each thread takes every
+// (grid size)-th element.
+#define MG_GRID_STRIDE(i, n)                                                 \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
+       i += int64_t(blockDim.x) * gridDim.x)
+
 // Blocks for n elements with grid-stride loops (the grid is capped; the loops cover the rest).
 inline unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 1 << 20));

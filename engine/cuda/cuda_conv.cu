@@ -14,10 +14,6 @@ namespace {
 
 constexpr int64_t kColumnBytes = int64_t{64} << 20;
 
-#define MG_GRID_STRIDE(i, n)                                                 \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
-
 struct ConvShape {
   int64_t C, H, W, O, groups, Cg, Og, kernel_rows, L;  // kernel_rows = Cg * kh * kw
   ConvShape(const Shape& x, const Shape& w, const Window2d& win, int64_t g)
@@ -67,7 +63,8 @@ __global__ void add_bias_kernel(T* out, const T* bias, int64_t O, int64_t L, int
 }
 
 int64_t chunk_samples(const ConvShape& s, int64_t N, size_t element) {
-  const int64_t per_sample = std::max<int64_t>(s.col_rows() * s.L * static_cast<int64_t>(element), 1);
+  const int64_t per_sample =
+      std::max<int64_t>(s.col_rows() * s.L * static_cast<int64_t>(element), 1);
   return std::clamp<int64_t>(kColumnBytes / per_sample, 1, std::max<int64_t>(N, 1));
 }
 
@@ -99,9 +96,9 @@ void CudaBackend::conv2d(const Tensor& x, const Tensor& weight, const Tensor& bi
       const int64_t n = std::min(chunk, N - n0);
       unfold(device_, px + n0 * s.C * s.H * s.W, pc, window, s, n);
       for (int64_t g = 0; g < groups; ++g)
-        gemm<T>(device_, false, false, s.Og, s.L, s.kernel_rows, T(1), pw + g * s.Og * s.kernel_rows,
-                s.kernel_rows, 0, pc + g * s.kernel_rows * s.L, s.L, s.col_rows() * s.L, T(0),
-                po + (n0 * s.O + g * s.Og) * s.L, s.L, s.O * s.L, n);
+        gemm<T>(device_, false, false, s.Og, s.L, s.kernel_rows, T(1),
+                pw + g * s.Og * s.kernel_rows, s.kernel_rows, 0, pc + g * s.kernel_rows * s.L, s.L,
+                s.col_rows() * s.L, T(0), po + (n0 * s.O + g * s.Og) * s.L, s.L, s.O * s.L, n);
     }
     if (bias.defined()) {
       const int64_t total = out.numel();

@@ -62,7 +62,8 @@ DeviceGuard::DeviceGuard(int device) {
 
 DeviceGuard::~DeviceGuard() {
   int current = previous_;
-  if (cudaGetDevice(&current) == cudaSuccess && current != previous_) (void)cudaSetDevice(previous_);
+  if (cudaGetDevice(&current) == cudaSuccess && current != previous_)
+    (void)cudaSetDevice(previous_);
 }
 
 cudaStream_t stream_for(int device) {
@@ -79,7 +80,8 @@ cudaStream_t stream_for(int device) {
 
 Backend& backend_for_device(int index) {
   const int count = device_count();
-  MG_CHECK(count > 0, "device cuda:", index, ": no CUDA device is available: ", unavailable_reason());
+  MG_CHECK(count > 0, "device cuda:", index, ": no CUDA device is available: ",
+           unavailable_reason());
   MG_CHECK(index >= 0 && index < count, "device cuda:", index, ": this machine has ", count,
            " CUDA device(s)");
   // Never destroyed: tensors in static storage may be freed after any static object is gone.

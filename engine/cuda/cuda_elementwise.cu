@@ -32,10 +32,6 @@ void with_binary_functor(BinaryOp op, const F& f) {
   }
 }
 
-#define MG_GRID_STRIDE(i, n)                                                 \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
-
 template <class T, class F>
 __global__ void unary_kernel(F f, UnaryParams p, StridedGeometry<2> g, T* out, const T* x,
                              int64_t n) {

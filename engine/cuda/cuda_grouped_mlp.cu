@@ -10,13 +10,10 @@
 namespace mg::cuda {
 namespace {
 
-#define MG_GRID_STRIDE(i, n)                                                 \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
-
 // m [rows, cols] += bias per column, then ReLU when `relu`.
 template <class T>
-__global__ void bias_activation_kernel(T* m, const T* bias, int64_t cols, int64_t total, bool relu) {
+__global__ void bias_activation_kernel(T* m, const T* bias, int64_t cols, int64_t total,
+                                       bool relu) {
   MG_GRID_STRIDE(i, total) {
     const T v = bias ? m[i] + bias[i % cols] : m[i];
     m[i] = relu ? math::ReluOp{}(v, {}) : v;
@@ -76,7 +73,8 @@ void CudaBackend::grouped_mlp_forward(const GroupedMlpLayout& layout,
       T* ys = mut<T>(y) + layout.offset[g] * D_out;
       gemm<T>(device_, false, true, n, H, D, T(1), xs, D, 0, in<T>(w.w1), D, 0, T(0), hs, H, 0);
       bias_activation(device_, hs, in<T>(w.b1), n, H, true);
-      gemm<T>(device_, false, true, n, D_out, H, T(1), hs, H, 0, in<T>(w.w2), H, 0, T(0), ys, D_out, 0);
+      gemm<T>(device_, false, true, n, D_out, H, T(1), hs, H, 0, in<T>(w.w2), H, 0, T(0), ys,
+              D_out, 0);
       bias_activation(device_, ys, in<T>(w.b2), n, D_out, false);
     }
   });
@@ -104,17 +102,20 @@ void CudaBackend::grouped_mlp_backward(const GroupedMlpLayout& layout,
       const T* hs = in<T>(h) + layout.hidden_offset[g];
       const T* gy = in<T>(grad_y) + layout.offset[g] * D_out;
       if (out.w2.defined())
-        gemm<T>(device_, true, false, D_out, H, n, T(1), gy, D_out, 0, hs, H, 0, T(0), mut<T>(out.w2), H, 0);
+        gemm<T>(device_, true, false, D_out, H, n, T(1), gy, D_out, 0, hs, H, 0, T(0),
+                mut<T>(out.w2), H, 0);
       if (out.b2.defined()) column_sum(device_, gy, mut<T>(out.b2), n, D_out);
       const bool need_gh = grad_x.defined() || out.w1.defined() || out.b1.defined();
       if (!need_gh) continue;
       const Tensor gh = scratch({n, H}, x.dtype(), device_);
       T* ghp = mut<T>(gh);
-      gemm<T>(device_, false, false, n, H, D_out, T(1), gy, D_out, 0, in<T>(w.w2), H, 0, T(0), ghp, H, 0);
+      gemm<T>(device_, false, false, n, H, D_out, T(1), gy, D_out, 0, in<T>(w.w2), H, 0, T(0), ghp,
+              H, 0);
       relu_backward_kernel<<<blocks_for(n * H), kThreads, 0, stream_for(device_)>>>(ghp, hs, n * H);
       MG_CUDA_CHECK_LAUNCH("grouped_mlp relu backward");
       if (out.w1.defined())
-        gemm<T>(device_, true, false, H, D, n, T(1), ghp, H, 0, xs, D, 0, T(0), mut<T>(out.w1), D, 0);
+        gemm<T>(device_, true, false, H, D, n, T(1), ghp, H, 0, xs, D, 0, T(0), mut<T>(out.w1), D,
+                0);
       if (out.b1.defined()) column_sum(device_, ghp, mut<T>(out.b1), n, H);
       if (grad_x.defined())
         gemm<T>(device_, false, false, n, D, H, T(1), ghp, H, 0, in<T>(w.w1), D, 0, T(0),

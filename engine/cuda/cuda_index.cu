@@ -11,10 +11,6 @@
 namespace mg::cuda {
 namespace {
 
-#define MG_GRID_STRIDE(i, n)                                                 \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
-
 // A contiguous tensor seen as [outer, size(dim), inner].
 struct Split3 {
   int64_t outer = 1, mid = 1, inner = 1;
@@ -86,7 +82,8 @@ __device__ inline int64_t remapped(const IndexGeometry& g, const int64_t* stride
 }
 
 template <class T>
-__global__ void gather_kernel(const T* x, const int32_t* index, T* out, IndexGeometry g, int64_t n) {
+__global__ void gather_kernel(const T* x, const int32_t* index, T* out, IndexGeometry g,
+                              int64_t n) {
   MG_GRID_STRIDE(i, n) { out[i] = x[remapped(g, g.target_strides, i, index[i])]; }
 }
 
@@ -126,8 +123,7 @@ __global__ void rank_kernel(const T* x, T* values, int32_t* indices, int64_t row
                             int64_t k, bool largest) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     const T* row = x + r * cols;
-    for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols;
-         c += int64_t(blockDim.x) * gridDim.x) {
+    MG_GRID_STRIDE(c, cols) {
       const T v = row[c];
       int64_t rank = 0;
       for (int64_t j = 0; j < cols; ++j) rank += ranks_before(row[j], j, v, c, largest);
@@ -148,7 +144,9 @@ void rank_rows(int device, const Tensor& x, int64_t k, bool largest, const Tenso
                const Tensor& indices, const char* name) {
   const int64_t rows = x.size(0), cols = x.size(1);
   if (rows == 0 || k == 0) return;
-  const dim3 grid(std::min<unsigned>(blocks_for(cols), 1024), static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+  // columns over grid x, rows over grid y (at most 65535; the kernel loops over the rest)
+  const dim3 grid(std::min<unsigned>(blocks_for(cols), 1024),
+                  static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
   MG_DISPATCH_ALL_TYPES(x.dtype(), name, [&] {
     rank_kernel<<<grid, kThreads, 0, stream_for(device)>>>(in<scalar_t>(x), mut<scalar_t>(values),
                                                            mut<int32_t>(indices), rows, cols, k,
@@ -172,7 +170,8 @@ void CudaBackend::index_select(const Tensor& x, int64_t dim, const Tensor& index
   MG_CUDA_CHECK_LAUNCH("index_select");
 }
 
-void CudaBackend::index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
+void CudaBackend::index_add(const Tensor& out, int64_t dim, const Tensor& index,
+                            const Tensor& src) {
   DeviceGuard guard(device_);
   const Split3 s = split_at(out.sizes(), dim);
   if (index.numel() == 0 || s.outer * s.inner == 0) return;

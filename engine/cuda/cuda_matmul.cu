@@ -16,7 +16,8 @@ namespace mg::cuda {
 namespace {
 
 void check_cublas(cublasStatus_t status, const char* what) {
-  MG_CHECK(status == CUBLAS_STATUS_SUCCESS, "cuda: ", what, " failed: ", cublasGetStatusString(status));
+  MG_CHECK(status == CUBLAS_STATUS_SUCCESS, "cuda: ", what, " failed: ",
+           cublasGetStatusString(status));
 }
 
 cublasHandle_t handle_for(int device) {
@@ -28,8 +29,8 @@ cublasHandle_t handle_for(int device) {
     check_cublas(cublasCreate(&h), "cublasCreate");
     check_cublas(cublasSetStream(h, stream_for(device)), "cublasSetStream");
   }
-  check_cublas(cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
-               "cublasSetMathMode");
+  const cublasMath_t mode = allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+  check_cublas(cublasSetMathMode(h, mode), "cublasSetMathMode");
   return h;
 }
 
@@ -56,6 +57,15 @@ bool view_of(int64_t rows, int64_t cols, int64_t sr, int64_t sc, MatrixView& v) 
   return false;
 }
 
+// `t` [batch, rows, cols] itself when cuBLAS can read its matrices in place, else a contiguous
+// copy (which always can); `v` says how.
+Tensor readable(const Tensor& t, int64_t rows, int64_t cols, MatrixView& v) {
+  if (view_of(rows, cols, t.stride(1), t.stride(2), v)) return t;
+  const Tensor copy = t.detach().contiguous();
+  view_of(rows, cols, copy.stride(1), copy.stride(2), v);
+  return copy;
+}
+
 }  // namespace
 
 template <class T>
@@ -69,14 +79,14 @@ void gemm(int device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
   const auto ld_second = static_cast<int>(std::max<int64_t>(lda, 1));
   const auto ld_out = static_cast<int>(std::max<int64_t>(ldc, 1));
   if constexpr (std::is_same_v<T, float>) {
-    check_cublas(cublasSgemmStridedBatched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B, ld_first,
-                                           stride_b, A, ld_second, stride_a, &beta, C, ld_out,
-                                           stride_c, static_cast<int>(batch)),
+    check_cublas(cublasSgemmStridedBatched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B,
+                                           ld_first, stride_b, A, ld_second, stride_a, &beta, C,
+                                           ld_out, stride_c, static_cast<int>(batch)),
                  "cublasSgemmStridedBatched");
   } else {
-    check_cublas(cublasDgemmStridedBatched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B, ld_first,
-                                           stride_b, A, ld_second, stride_a, &beta, C, ld_out,
-                                           stride_c, static_cast<int>(batch)),
+    check_cublas(cublasDgemmStridedBatched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B,
+                                           ld_first, stride_b, A, ld_second, stride_a, &beta, C,
+                                           ld_out, stride_c, static_cast<int>(batch)),
                  "cublasDgemmStridedBatched");
   }
 }
@@ -93,10 +103,7 @@ void CudaBackend::matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& o
   if (out.numel() == 0) return;
   if (K == 0) return fill(out, 0.0);
   MatrixView va, vb;
-  const Tensor a = view_of(M, K, a_in.stride(1), a_in.stride(2), va) ? a_in : a_in.detach().contiguous();
-  if (!a.is_same(a_in)) view_of(M, K, a.stride(1), a.stride(2), va);
-  const Tensor b = view_of(K, N, b_in.stride(1), b_in.stride(2), vb) ? b_in : b_in.detach().contiguous();
-  if (!b.is_same(b_in)) view_of(K, N, b.stride(1), b.stride(2), vb);
+  const Tensor a = readable(a_in, M, K, va), b = readable(b_in, K, N, vb);
   MG_DISPATCH_FLOATING_TYPES(a.dtype(), "matmul", [&] {
     using T = scalar_t;
     gemm<T>(device_, va.trans, vb.trans, M, N, K, T(1), static_cast<const T*>(a.raw_data()), va.ld,

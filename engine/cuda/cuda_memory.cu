@@ -94,8 +94,7 @@ CachingAllocator& allocator_for(int device) {
 
 template <class Dst, class Src>
 __global__ void copy_kernel(StridedGeometry<2> g, Dst* dst, const Src* src, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(i, n) {
     int64_t off[2];
     g.offsets(i, off);
     dst[off[0]] = static_cast<Dst>(src[off[1]]);
@@ -104,8 +103,7 @@ __global__ void copy_kernel(StridedGeometry<2> g, Dst* dst, const Src* src, int6
 
 template <class T>
 __global__ void fill_kernel(StridedGeometry<1> g, T* dst, T value, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(i, n) {
     int64_t off[1];
     g.offsets(i, off);
     dst[off[0]] = value;

@@ -47,8 +47,7 @@ __global__ void stats_kernel(const T* x, T* mean, T* var, T* invstd, int64_t N, 
 template <class T>
 __global__ void affine_kernel(const T* x, const T* mean, const T* invstd, const T* weight,
                               const T* bias, T* out, int64_t C, int64_t S, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(i, n) {
     const int64_t c = (i / S) % C;
     // torch's batch_norm_cpu_collect_linear_and_constant_terms, in the parameters' dtype
     const T alpha = invstd[c] * (weight ? weight[c] : T(1));
@@ -82,8 +81,7 @@ __global__ void backward_sums_kernel(const T* grad, const T* x, const T* mean, d
 template <class T>
 __global__ void backward_params_kernel(const double* sums, const double* dotps, const T* invstd,
                                        T* grad_weight, T* grad_bias, int64_t C) {
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C;
-       c += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(c, C) {
     if (grad_weight) grad_weight[c] = static_cast<T>(dotps[c] * static_cast<double>(invstd[c]));
     if (grad_bias) grad_bias[c] = static_cast<T>(sums[c]);
   }
@@ -94,8 +92,7 @@ __global__ void backward_input_kernel(const T* grad, const T* x, const T* mean, 
                                       const T* weight, const double* sums, const double* dotps,
                                       bool batch_stats, double M, T* grad_x, int64_t C, int64_t S,
                                       int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(i, n) {
     const int64_t c = (i / S) % C;
     const double inv = static_cast<double>(invstd[c]);
     const T scale = static_cast<T>(inv * (weight ? static_cast<double>(weight[c]) : 1.0));
@@ -110,11 +107,15 @@ __global__ void backward_input_kernel(const T* grad, const T* x, const T* mean, 
 }
 
 template <class T>
-const T* ptr(const Tensor& t) { return t.defined() ? static_cast<const T*>(t.raw_data()) : nullptr; }
+const T* ptr(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.raw_data()) : nullptr;
+}
 template <class T>
 T* mut(const Tensor& t) { return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr; }
 
-unsigned channel_blocks(int64_t C) { return static_cast<unsigned>(std::clamp<int64_t>(C, 1, 1 << 20)); }
+unsigned channel_blocks(int64_t C) {
+  return static_cast<unsigned>(std::clamp<int64_t>(C, 1, 1 << 20));
+}
 
 }  // namespace
 
@@ -154,7 +155,8 @@ void CudaBackend::batch_norm_backward(const Tensor& grad, const Tensor& x, const
   const Planes d(x);
   if (d.C == 0) return;
   cudaStream_t stream = stream_for(device_);
-  const bool need_sums = grad_weight.defined() || grad_bias.defined() || (grad_x.defined() && batch_stats);
+  const bool need_sums =
+      grad_weight.defined() || grad_bias.defined() || (grad_x.defined() && batch_stats);
   const Tensor sums = scratch({d.C}, kFloat64, device_), dotps = scratch({d.C}, kFloat64, device_);
   MG_DISPATCH_FLOATING_TYPES(x.dtype(), "batch_norm_backward", [&] {
     using T = scalar_t;

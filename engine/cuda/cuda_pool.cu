@@ -14,10 +14,6 @@
 namespace mg::cuda {
 namespace {
 
-#define MG_GRID_STRIDE(i, n)                                                 \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
-
 template <class T>
 __global__ void max_pool_kernel(const T* x, T* out, int32_t* indices, Window2d w, int64_t H,
                                 int64_t W, int64_t n) {

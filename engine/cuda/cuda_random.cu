@@ -11,8 +11,7 @@ namespace {
 template <class T>
 __global__ void random_kernel(T* out, int64_t n, bool normal, uint64_t seed, uint64_t offset,
                               double a, double b) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(i, n) {
     const uint64_t counter = offset + static_cast<uint64_t>(i);
     if constexpr (std::is_same_v<T, int32_t>) {
       const double u = math::philox_uniform<double>(seed, counter);

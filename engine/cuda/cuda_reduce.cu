@@ -18,7 +18,8 @@ template <class T>
 __global__ void sum_rows_kernel(const T* in, T* out, int64_t rows, int64_t cols) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     acc_t<T> acc = 0;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) acc += static_cast<acc_t<T>>(in[r * cols + c]);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+      acc += static_cast<acc_t<T>>(in[r * cols + c]);
     acc = block_reduce(acc, SumOp{});
     if (threadIdx.x == 0) out[r] = static_cast<T>(acc);
   }
@@ -28,8 +29,7 @@ __global__ void sum_rows_kernel(const T* in, T* out, int64_t rows, int64_t cols)
 template <class T>
 __global__ void sum_adjacent_rows_kernel(const T* in, T* out, int64_t rows, int64_t cols,
                                          int64_t col_stride) {
-  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows;
-       r += int64_t(blockDim.x) * gridDim.x) {
+  MG_GRID_STRIDE(r, rows) {
     acc_t<T> acc = 0;
     for (int64_t c = 0; c < cols; ++c) acc += static_cast<acc_t<T>>(in[c * col_stride + r]);
     out[r] = static_cast<T>(acc);
