@@ -175,6 +175,8 @@ void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
   const Tensor staged = dst.is_contiguous() ? dst : scratch(dst.sizes(), dst.dtype(), device_);
   MG_CUDA_CHECK(cudaMemcpyPeerAsync(staged.raw_data(), device_, on_device.raw_data(),
                                     on_device.device().index, nbytes, stream));
+  // the source's block may be reused by its device's stream, which is not ordered with ours
+  MG_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (!staged.is_same(dst)) copy_on_device(device_, staged, dst);
 }
 
