@@ -12,6 +12,7 @@
 // `--steps` extra steps per configuration to stderr, after the timed ones.
 //
 // Usage: bench_attn [--threads N] [--batch 64] [--warmup 3] [--steps 9] [--profile]
+//                   [--device cpu|cuda]
 #include <cstdio>
 #include <memory>
 
@@ -32,21 +33,23 @@ int main(int argc, char** argv) {
   for (bool need_weights : {false, true}) {
     mg::manual_seed(0);
     auto mha = std::make_shared<mg::nn::MultiheadAttention>(D, H, 0.0, true, true);
-    mg::Tensor x = mg::randn({B, L, D}).requires_grad_();
-    const mg::Tensor g = mg::randn({B, L, D});
+    mha->to(args.device);
+    mg::Tensor x = mg::randn({B, L, D}).to(args.device).requires_grad_();
+    const mg::Tensor g = mg::randn({B, L, D}).to(args.device);
     auto step = [&] {
       mha->zero_grad();
       x.set_grad(mg::Tensor());
       mg::Tensor out = mha->forward(x, x, x, need_weights).first;
       out.backward(g);
+      synchronize(args.device);
     };
     const Timing t = time_fn(step, args.warmup, args.steps);
     std::printf(
-        "{\"bench\":\"attn\",\"impl\":\"moegrad\",\"need_weights\":%s,\"batch\":%lld,\"seq\":%lld,"
+        "{\"bench\":\"attn\",\"impl\":\"moegrad\",\"device\":\"%s\",\"need_weights\":%s,\"batch\":%lld,\"seq\":%lld,"
         "\"dim\":%lld,\"heads\":%lld,\"threads\":%d,\"ms_median\":%.3f,\"ms_min\":%.3f,"
         "\"ms_max\":%.3f,\"repeats\":%d,\"gflop_fwd\":%.3f,\"gflop_fwd_bwd_3x\":%.3f,"
         "\"achieved_gflops_median\":%.1f,\"peak_rss_mb\":%.1f,\"load1\":%.2f,\"samples_ms\":%s}\n",
-        need_weights ? "true" : "false", static_cast<long long>(B), static_cast<long long>(L),
+        args.device.str().c_str(), need_weights ? "true" : "false", static_cast<long long>(B), static_cast<long long>(L),
         static_cast<long long>(D), static_cast<long long>(H), args.threads, t.median, t.min, t.max,
         args.steps, fwd_flop / 1e9, 3 * fwd_flop / 1e9, 3 * fwd_flop / (t.median / 1e3) / 1e9,
         peak_rss_mb(), load_average(), t.samples_json().c_str());

@@ -15,6 +15,7 @@
 // steps to stderr (taken after the timed ones, so the profiler's own cost stays out of the timing).
 //
 // Usage: bench_cnn_step [--threads N] [--batch 128] [--warmup 3] [--steps 7] [--profile]
+//                       [--device cpu|cuda]
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -85,8 +86,9 @@ int main(int argc, char** argv) {
   const double rss_start = peak_rss_mb();
 
   auto model = std::make_shared<Net>();
-  const Tensor x = mg::randn({args.batch, 3, 32, 32});
-  const Tensor y = mg::randint(0, 100, {args.batch});
+  model->to(args.device);
+  const Tensor x = mg::randn({args.batch, 3, 32, 32}).to(args.device);
+  const Tensor y = mg::randint(0, 100, {args.batch}).to(args.device);
   int64_t params = 0;
   for (const Tensor& p : model->parameters()) params += p.numel();
   nn::SGD opt(model->parameters(), nn::SGDOptions(0.05).momentum(0.9).weight_decay(5e-4));
@@ -103,13 +105,13 @@ int main(int argc, char** argv) {
   const Timing t = time_fn(step, args.warmup, args.steps);
   const double flop_step = 3.0 * 2.0 * fwd_macs_per_image() * args.batch;
   std::printf(
-      "{\"bench\":\"cnn_step\",\"impl\":\"moegrad\",\"threads\":%d,\"batch\":%d,"
+      "{\"bench\":\"cnn_step\",\"impl\":\"moegrad\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,"
       "\"channels_last\":false,\"ms_median\":%.3f,\"ms_min\":%.3f,\"ms_max\":%.3f,\"repeats\":%d,"
       "\"img_per_s_median\":%.1f,\"img_per_s_best\":%.1f,\"fwd_mflop_per_img\":%.3f,"
       "\"train_gflop_per_step_3x\":%.2f,\"achieved_gflops_median\":%.1f,\"params\":%lld,"
       "\"peak_rss_mb\":%.1f,\"rss_at_start_mb\":%.1f,\"loss_first\":%.4f,\"loss_last\":%.4f,"
       "\"load1\":%.2f,\"samples_ms\":%s}\n",
-      args.threads, args.batch, t.median, t.min, t.max, args.steps, args.batch / (t.median / 1e3),
+      args.device.str().c_str(), args.threads, args.batch, t.median, t.min, t.max, args.steps, args.batch / (t.median / 1e3),
       args.batch / (t.min / 1e3), 2.0 * fwd_macs_per_image() / 1e6, flop_step / 1e9,
       flop_step / (t.median / 1e3) / 1e9, static_cast<long long>(params), peak_rss_mb(), rss_start,
       losses.front(), losses.back(), load_average(), t.samples_json().c_str());

@@ -19,7 +19,7 @@
 //
 // Usage: bench_moe_layer [--threads 2] [--experts 4 16 64] [--impls moegrad modules dense]
 //                        [--tokens 4096] [--d 256] [--hidden 1024] [--topk 2] [--warmup 2]
-//                        [--repeats 7] [--profile]
+//                        [--repeats 7] [--profile] [--device cpu|cuda]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -45,6 +45,7 @@ struct Args {
   std::vector<int64_t> experts{4, 16, 64};
   std::vector<std::string> impls{"moegrad", "modules", "dense"};
   bool profile = false;
+  mg::Device device = mg::Device::cpu();
 };
 
 Args parse_args(int argc, char** argv) {
@@ -52,7 +53,7 @@ Args parse_args(int argc, char** argv) {
   auto usage = [&] {
     std::fprintf(stderr,
                  "usage: %s [--threads N] [--experts E...] [--impls moegrad modules dense] [--tokens T]"
-                 " [--d D] [--hidden H] [--topk K] [--warmup W] [--repeats R] [--profile]\n",
+                 " [--d D] [--hidden H] [--topk K] [--warmup W] [--repeats R] [--profile] [--device cpu|cuda]\n",
                  argv[0]);
     std::exit(2);
   };
@@ -77,6 +78,7 @@ Args parse_args(int argc, char** argv) {
     else if (s == "--experts") list(a.experts, [](const char* v) { return static_cast<int64_t>(std::atoll(v)); });
     else if (s == "--impls") list(a.impls, [](const char* v) { return std::string(v); });
     else if (s == "--profile") a.profile = true;
+    else if (s == "--device" && i + 1 < argc) a.device = step_bench::parse_device(argv[++i], argv[0]);
     else usage();
   }
   if (a.threads < 1 || a.warmup < 0 || a.repeats < 1 || a.tokens < 1) usage();
@@ -109,7 +111,9 @@ std::shared_ptr<mg::moe::MoELayer> make_layer(const Args& a, int64_t E, bool gro
   config.router.seed = seed;
   std::vector<mg::nn::ModulePtr> experts;
   for (int64_t e = 0; e < E; ++e) experts.push_back(make_expert(a, grouped));
-  return std::make_shared<mg::moe::MoELayer>(config, experts);
+  auto layer = std::make_shared<mg::moe::MoELayer>(config, experts);
+  layer->to(a.device);
+  return layer;
 }
 
 struct Case {
@@ -142,7 +146,8 @@ std::string json_list(const std::vector<double>& v) {
 void check(const Args& a, int64_t E) {
   auto grouped = make_layer(a, E, true, 1), modules = make_layer(a, E, false, 1);
   mg::Generator gen(1);
-  const mg::Tensor x0 = mg::randn({512, a.d}, {}, &gen), g = mg::randn({512, a.d}, {}, &gen);
+  const mg::Tensor x0 = mg::randn({512, a.d}, {}, &gen).to(a.device);
+  const mg::Tensor g = mg::randn({512, a.d}, {}, &gen).to(a.device);
   double err = 0;
   auto run = [&](mg::moe::MoELayer& layer) {
     mg::Tensor x = x0.clone().requires_grad_();
@@ -171,25 +176,29 @@ int main(int argc, char** argv) {
     for (int64_t E : a.experts) check(a, E);
 
   mg::manual_seed(0);
-  mg::Tensor x = mg::randn({T, D}).requires_grad_();
-  const mg::Tensor g = mg::randn({T, D});
+  mg::Tensor x = mg::randn({T, D}).to(a.device).requires_grad_();
+  const mg::Tensor g = mg::randn({T, D}).to(a.device);
 
   std::vector<Case> cases;
   auto add_case = [&](const std::string& impl, int64_t E, std::shared_ptr<mg::nn::Module> module) {
     Case c{impl, E, module, {}, {}, {}};
     mg::nn::Module* m = module.get();
-    c.step = [m, &x, &g] {
+    const mg::Device device = a.device;
+    c.step = [m, &x, &g, device] {
       for (mg::Tensor& p : m->parameters()) p.set_grad(mg::Tensor());  // gradients to none, as the peer
       x.set_grad(mg::Tensor());
       m->forward(x).backward(g);
+      step_bench::synchronize(device);
     };
     cases.push_back(std::move(c));
   };
   if (has("dense")) {
     mg::manual_seed(0);
-    add_case("dense", 0, std::make_shared<mg::nn::Sequential>(std::initializer_list<mg::nn::ModulePtr>{
-                             std::make_shared<mg::nn::Linear>(D, K * H), std::make_shared<mg::nn::ReLU>(),
-                             std::make_shared<mg::nn::Linear>(K * H, D)}));
+    auto dense = std::make_shared<mg::nn::Sequential>(std::initializer_list<mg::nn::ModulePtr>{
+        std::make_shared<mg::nn::Linear>(D, K * H), std::make_shared<mg::nn::ReLU>(),
+        std::make_shared<mg::nn::Linear>(K * H, D)});
+    dense->to(a.device);
+    add_case("dense", 0, dense);
   }
   for (int64_t E : a.experts)
     for (const char* impl : {"moegrad", "modules"})
@@ -217,7 +226,8 @@ int main(int argc, char** argv) {
     const double med = median(c.samples_ms);
     std::vector<double> sorted = c.samples_ms;
     std::sort(sorted.begin(), sorted.end());
-    std::printf("{\"bench\":\"moe_layer\",\"impl\":\"%s\",\"E\":", c.impl.c_str());
+    std::printf("{\"bench\":\"moe_layer\",\"impl\":\"%s\",\"device\":\"%s\",\"E\":", c.impl.c_str(),
+                a.device.str().c_str());
     if (c.E) std::printf("%lld", static_cast<long long>(c.E));
     else std::printf("null");
     std::printf(",\"T\":%lld,\"d\":%lld,\"hidden\":%lld,\"topk\":%lld,\"threads\":%d,\"ms_median\":%.3f,"

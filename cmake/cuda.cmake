@@ -1,6 +1,6 @@
 # CUDA is optional: AUTO turns it on when a CUDA compiler exists, so a machine without nvcc
-# configures cleanly. The kernels themselves arrive with the CUDA backend issue; here we only
-# establish the language and expose MOEGRAD_HAVE_CUDA to the code.
+# configures cleanly. With it, engine/CMakeLists.txt compiles the CUDA backend (engine/cuda/) into
+# moegrad_engine: real code for sm_80 and sm_90 plus sm_90 PTX for newer GPUs.
 include(CheckLanguage)
 set(MOEGRAD_HAVE_CUDA OFF)
 if(NOT MOEGRAD_CUDA STREQUAL "OFF")
@@ -9,12 +9,20 @@ if(NOT MOEGRAD_CUDA STREQUAL "OFF")
   endif()
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
+    # before enable_language, which would otherwise cache nvcc's own default (sm_75 for nvcc 13)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES "80-real;90-real;90-virtual" CACHE STRING "CUDA architectures")
+    endif()
     enable_language(CUDA)
+    # CMake 3.25 knows nvcc only up to C++17; nvcc 12+ takes -std=c++20 (the engine's headers).
+    if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     set(CMAKE_CUDA_STANDARD 20)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
-    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
-      set(CMAKE_CUDA_ARCHITECTURES "80-real;90-real;90-virtual")
-    endif()
+    # the shared runtime: the engine links CUDA::cudart, and one runtime per process
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
     find_package(CUDAToolkit REQUIRED)
     set(MOEGRAD_HAVE_CUDA ON)
   elseif(MOEGRAD_CUDA STREQUAL "ON")
