@@ -50,7 +50,8 @@ int64_t expert_capacity(double capacity_factor, int64_t T, int64_t k, int64_t E)
 
 DispatchPlan plan_dispatch(const Tensor& indices, int64_t E, double capacity_factor) {
   const int64_t T = indices.size(0), k = indices.size(1);
-  const Tensor idx = indices.contiguous();
+  // Planned on the host: the counts decide the slices every expert then runs on.
+  const Tensor idx = indices.to(Device::cpu()).contiguous();
   const int32_t* expert_of = idx.data_ptr<int32_t>();
   std::vector<int64_t> routed(E, 0);
   for (int64_t p = 0; p < T * k; ++p) {
@@ -185,7 +186,7 @@ StepStats step_stats(const Routing& routing, const DispatchPlan& plan, int64_t E
   s.load_entropy = entropy_of(s.fraction);
   s.max_over_mean_load = kept > 0 ? double(most) / (double(kept) / E) : 0.0;
   if (routing.scores.defined() && routing.scores.numel() > 0) {
-    const Tensor scores = routing.scores.detach().contiguous();
+    const Tensor scores = routing.scores.detach().to(Device::cpu()).contiguous();
     MG_DISPATCH_FLOATING_TYPES(scores.dtype(), "MoELayer stats", [&] { score_stats<scalar_t>(scores, s); });
   } else {
     s.mean_gate_prob.assign(E, 0.0);
@@ -274,7 +275,7 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
       const std::vector<int32_t> per_example = labels.to_vector<int32_t>();
       std::vector<int32_t> per_token(T);
       for (int64_t t = 0; t < T; ++t) per_token[t] = per_example[t / N];
-      token_labels = from_vector(per_token, {T}, kInt32);
+      token_labels = from_vector(per_token, {T}, kInt32).to(x.device());
     }
   }
 
@@ -289,7 +290,7 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
     MG_PROFILE("moe_dispatch");
     plan = plan_dispatch(routing.indices, E, config_.capacity_factor);
     const int64_t P = static_cast<int64_t>(plan.token.size());
-    token_index = from_vector(plan.token, {P}, kInt32);
+    token_index = from_vector(plan.token, {P}, kInt32).to(x.device());
     xs = index_select(tokens, 0, token_index);
   }
 
@@ -321,7 +322,7 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
     out = zeros({T, D_out}, x.options());
     if (expert_out.defined()) {
       const int64_t P = expert_out.size(0);
-      Tensor pair_weight = index_select(routing.weights.reshape({-1}), 0, from_vector(plan.pair, {P}, kInt32));
+      Tensor pair_weight = index_select(routing.weights.reshape({-1}), 0, from_vector(plan.pair, {P}, kInt32).to(x.device()));
       if (pair_weight.dtype() != expert_out.dtype()) pair_weight = pair_weight.to(expert_out.dtype());
       out = index_add(out, 0, token_index, expert_out * pair_weight.unsqueeze(1));
     }

@@ -199,6 +199,11 @@ int64_t MoELayer::add_expert_cloned_from(int64_t j, double noise_std, nn::Optimi
 
   nn::ModulePtr clone = factory_(*experts_[j]);
   MG_CHECK(clone != nullptr, "MoELayer::add_expert_cloned_from: the factory returned null");
+  // The factory builds on the CPU in float32; the clone lives where expert j does.
+  if (const auto source = floating_options(*experts_[j])) {
+    clone->to(source->device_);
+    clone->to(source->dtype_);
+  }
   // Buffers too: the clone normalizes with j's running statistics until it sees its own inputs.
   clone->load_state_dict(experts_[j]->state_dict());
   if (noise_std > 0.0) {

@@ -83,11 +83,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     Tensor grad_a, grad_b;
     if (ga) grad_a = sum_to(matmul(g2, b2.transpose(-1, -2)), a2.sizes()).reshape(ad.sizes());
     if (gb) {
-      if (b2.dim() == 2 && a2.dim() > 2) {
+      // A 2-d b stored transposed (Linear's weight.t()) gets its gradient in the same layout,
+      // (g^T a)^T, as torch's mm_mat2_backward: the transpose's backward then hands the weight a
+      // contiguous gradient, which becomes .grad without a copy.
+      const bool b_transposed = bd.dim() == 2 && !bd.is_contiguous() && bd.t().is_contiguous();
+      if (b2.dim() == 2 && (a2.dim() > 2 || b_transposed)) {
         // Batched a with a shared 2-d b: one GEMM over the flattened batch.
         Tensor af = a2.reshape({-1, a2.size(-1)});
         Tensor gf = g2.reshape({-1, g2.size(-1)});
-        grad_b = matmul(af.t(), gf).reshape(bd.sizes());
+        grad_b = b_transposed ? matmul(gf.t(), af).t() : matmul(af.t(), gf);
       } else {
         grad_b = sum_to(matmul(a2.transpose(-1, -2), g2), b2.sizes()).reshape(bd.sizes());
       }
