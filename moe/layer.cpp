@@ -307,7 +307,14 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
       for (int64_t e = 0; e < E; ++e) {
         const int64_t n = plan.tokens_per_expert[e];
         if (n == 0) continue;  // skipped: no NaN from an empty batch, no gradient
-        outs.push_back(experts_[e]->forward(xs.narrow(0, plan.offset[e], n)));
+        try {
+          outs.push_back(experts_[e]->forward(xs.narrow(0, plan.offset[e], n)));
+        } catch (const Error& error) {
+          // Which expert, on how many inputs: a BatchNorm expert routed a single input in training
+          // fails here, as torch's BatchNorm does, and the routing decides when.
+          throw Error(detail::concat("MoELayer: expert ", e, " failed on its ", n, " routed input",
+                                     n == 1 ? "" : "s", ": ", error.what()));
+        }
       }
       if (!outs.empty()) {
         expert_out = outs.size() == 1 ? outs.front() : cat(outs, 0);

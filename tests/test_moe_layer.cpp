@@ -666,3 +666,22 @@ TEST_CASE("StepStats and StatsAccumulator write one parseable JSON line", "[moe]
   CHECK(e["router_accuracy"].is_number());
   CHECK(e["losses"]["variance"].is_null());  // NaN has no JSON spelling
 }
+
+TEST_CASE("a BatchNorm expert routed a single input in training names itself in the error", "[moe][layer]") {
+  mg::moe::MoEConfig config;
+  config.router.input_dim = 4;
+  config.router.num_experts = 2;
+  config.router.top_k = 1;
+  config.router.mode = mg::moe::RoutingMode::Oracle;
+  config.router.oracle_map = {0, 1};
+  std::vector<mg::nn::ModulePtr> experts;
+  for (int e = 0; e < 2; ++e)
+    experts.push_back(std::make_shared<mg::moe::FFNExpert>(mg::moe::FFNExpertConfig{4, 4, {8}, "batchnorm"}));
+  mg::moe::MoELayer layer(config, experts);
+  const mg::Tensor x = mg::randn({4, 4});
+  CHECK_THROWS_WITH(layer.forward(x, mg::from_vector<int32_t>({0, 0, 0, 1}, {4}, mg::kInt32)),
+                    Catch::Contains("expert 1") && Catch::Contains("1 routed input") &&
+                        Catch::Contains("more than 1 value per channel"));
+  // two inputs each: fine
+  CHECK(layer.forward(x, mg::from_vector<int32_t>({0, 0, 1, 1}, {4}, mg::kInt32)).sizes() == mg::Shape{4, 4});
+}

@@ -1,0 +1,314 @@
+// The MoE trainer (examples/trainer) end to end, in-process, on a synthetic set written in exactly
+// CIFAR-100's binary format (train.bin 50,000 records, test.bin 10,000; the runs use the first
+// 800 / 200). Its 8 classes come from 4 superclasses that look different: each superclass has its
+// own colour, the two classes within it a bright and a dark shade of it; all share a striped
+// texture and every pixel carries noise. A tiny CNN (width 8) keeps a run to a fraction of a second
+// per epoch on one core.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <sstream>
+
+#include "data/cifar.hpp"
+#include "examples/common/metrics.hpp"
+#include "engine/parallel.hpp"
+#include "examples/trainer/trainer.hpp"
+#include "test_data_util.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace trainer = mg::trainer;
+
+constexpr int64_t kSuperclasses = 4, kClassesPer = 2, kClasses = kSuperclasses * kClassesPer;
+
+// Fine label of class i (0..7): the first kClassesPer CIFAR-100 labels of superclass i / kClassesPer.
+int32_t fine_label(int64_t i) {
+  const auto& to_coarse = mg::data::cifar100_fine_to_coarse();
+  int64_t seen = 0;
+  for (int32_t fine = 0; fine < 100; ++fine)
+    if (to_coarse[fine] == i / kClassesPer && seen++ == i % kClassesPer) return fine;
+  return -1;
+}
+
+// `count` records; the first `drawn` are images of class r % 8, the rest blank (a reader checks
+// every record, the runs read only the first ones).
+std::vector<uint8_t> synthetic_records(int64_t count, int64_t drawn, uint32_t seed) {
+  const uint8_t colours[kSuperclasses][3] = {{220, 40, 40}, {40, 200, 60}, {50, 70, 230}, {230, 210, 40}};
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> noise(-40, 40);
+  std::vector<uint8_t> bytes;
+  bytes.reserve(static_cast<size_t>(count * 3074));
+  for (int64_t r = 0; r < count; ++r) {
+    const int64_t cls = r % kClasses, superclass = cls / kClassesPer;
+    bytes.push_back(static_cast<uint8_t>(superclass));
+    bytes.push_back(static_cast<uint8_t>(fine_label(cls)));
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < 32; ++y)
+        for (int x = 0; x < 32; ++x) {
+          if (r >= drawn) {
+            bytes.push_back(0);
+            continue;
+          }
+          const double shade = cls % kClassesPer == 0 ? 1.0 : 0.6, stripe = (y / 4) % 2 == 0 ? 1.0 : 0.5;
+          const int value = static_cast<int>(colours[superclass][c] * shade * stripe) + noise(rng);
+          bytes.push_back(static_cast<uint8_t>(std::clamp(value, 0, 255)));
+        }
+  }
+  return bytes;
+}
+
+// The data folder, written once for the whole test binary.
+const std::string& synthetic_cifar100_root() {
+  static mg_test::TempDir root;
+  static const bool written = [] {
+    mg_test::write_file(root.file("cifar-100-binary/train.bin"), synthetic_records(50000, 800, 1));
+    mg_test::write_file(root.file("cifar-100-binary/test.bin"), synthetic_records(10000, 200, 2));
+    return true;
+  }();
+  (void)written;
+  return root.path();
+}
+
+// Runs of a model this small are fastest on one thread, and ctest runs test cases side by side;
+// the thread count is put back afterwards (it changes speed only, not results).
+class OneThread {
+ public:
+  OneThread() : before_(mg::get_num_threads()) {}
+  ~OneThread() { mg::set_num_threads(before_); }
+
+ private:
+  int before_;
+};
+
+trainer::TrainConfig tiny_config(const std::string& out) {
+  trainer::TrainConfig c;
+  c.threads = 1;
+  c.dataset = "cifar100";
+  c.data_dir = synthetic_cifar100_root();
+  c.max_train_examples = 800;
+  c.max_test_examples = 200;
+  c.augment = true;
+  c.width = 8;
+  c.experts = 4;
+  c.expert_hidden = "32";
+  c.batch_size = 32;
+  c.epochs = 3;
+  c.lr = 0.05;
+  c.workers = 0;
+  c.log_every = 10;
+  c.out = out;
+  return c;
+}
+
+std::vector<nlohmann::json> records(const std::string& run_dir, const std::string& type) {
+  std::vector<nlohmann::json> out;
+  for (const auto& r : mg::report::read_jsonl((fs::path(run_dir) / "metrics.jsonl").string()))
+    if (r["type"] == type) out.push_back(r);
+  return out;
+}
+
+void require_same_state(const mg::nn::Module& a, const mg::nn::Module& b) {
+  const auto sa = a.state_dict(), sb = b.state_dict();
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    INFO(sa[i].first);
+    REQUIRE(sa[i].first == sb[i].first);
+    REQUIRE(sa[i].second.sizes() == sb[i].second.sizes());
+    REQUIRE(sa[i].second.to_vector<double>() == sb[i].second.to_vector<double>());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("trainer: a learned router learns the synthetic set and keeps its superclasses together", "[trainer]") {
+  OneThread one_thread;
+  mg_test::TempDir out;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(out.path());
+  c.epochs = 8;
+  c.noise = "scaled";
+  trainer::Trainer t(c, log, &log);
+  t.run();
+  const trainer::Evaluation& eval = t.last_evaluation();
+  REQUIRE(eval.examples == 200);
+  // 8 classes: chance is 12.5%.
+  CHECK(eval.top1 >= 0.9);
+  REQUIRE(eval.superclass_accuracy.size() == 20);
+  const trainer::LayerEvaluation& head = eval.layers.at(0);
+  // The router keeps each superclass on one expert (at least 90% of its test images) ...
+  for (int64_t s = 0; s < kSuperclasses; ++s) {
+    const auto& row = head.superclass_by_expert.at(s);
+    CHECK(*std::max_element(row.begin(), row.end()) >= 0.9 * 200 / kSuperclasses);
+  }
+  // ... but, trained by the task and a light Switch loss, it settles on about 2 of the 4 experts, so
+  // it agrees with the one-superclass-per-expert oracle (up to relabelling the experts) on about
+  // half the inputs; a router that ignored the superclasses would score about 0.25.
+  CHECK(head.aligned_router_accuracy >= 0.45);
+  CHECK(head.aligned_router_accuracy >= head.router_accuracy);
+  for (const char* file : {"config.json", "metrics.jsonl", "last.safetensors", "best.safetensors", "report.html",
+                           "loss.svg", "accuracy.svg", "expert_share_head.svg", "routing_head_classes.svg",
+                           "routing_head_superclasses.svg", "superclass_accuracy.svg"})
+    CHECK(fs::exists(fs::path(out.path()) / file));
+  CHECK(records(out.path(), "epoch").size() == 8);
+  CHECK(records(out.path(), "step").size() == 8 * 25 / 10);
+}
+
+TEST_CASE("trainer: oracle routing sends each superclass to expert superclass % E", "[trainer]") {
+  OneThread one_thread;
+  mg_test::TempDir out;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(out.path());
+  c.routing = "oracle";
+  c.experts = 3;  // 4 superclasses on 3 experts: superclass 3 shares expert 0
+  c.epochs = 1;
+  trainer::Trainer t(c, log, &log);
+  t.run();
+  const trainer::LayerEvaluation& head = t.last_evaluation().layers.at(0);
+  CHECK(head.router_accuracy == 1.0);
+  const auto& to_coarse = mg::data::cifar100_fine_to_coarse();
+  int64_t routed = 0;
+  for (size_t cls = 0; cls < head.class_by_expert.size(); ++cls)
+    for (size_t e = 0; e < 3; ++e) {
+      const int64_t n = head.class_by_expert[cls][e];
+      routed += n;
+      if (n > 0) CHECK(static_cast<int64_t>(e) == to_coarse[cls] % 3);
+    }
+  CHECK(routed == 200);
+  for (int64_t s = 0; s < kSuperclasses; ++s) CHECK(head.superclass_by_expert[s][s % 3] == 200 / kSuperclasses);
+}
+
+TEST_CASE("trainer: 1 epoch + resume + 1 epoch equals 2 epochs in one go", "[trainer]") {
+  OneThread one_thread;
+  mg_test::TempDir straight_dir, split_dir;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(straight_dir.path());
+  c.epochs = 2;
+  // State that must survive the checkpoint: router noise and warmup (router generator and step
+  // counter), the aux-loss-free bias, the schedule, augmentation by epoch.
+  c.noise = "scaled";
+  c.warmup_random_steps = 30;
+  c.bias_rate = 1e-3;
+  c.schedule = "cosine";
+  c.workers = 2;
+  trainer::Trainer straight(c, log, &log);
+  straight.run();
+
+  c.out = split_dir.path();
+  c.stop_after_epochs = 1;
+  c.workers = 0;  // the loader's order and augmentation do not depend on its workers
+  {
+    trainer::Trainer first(c, log, &log);
+    first.run();
+    REQUIRE(first.epochs_done() == 1);
+  }
+  auto second = trainer::Trainer::resume(split_dir.path(), {}, log, &log);
+  REQUIRE(second->epochs_done() == 1);
+  second->run();
+  REQUIRE(second->epochs_done() == 2);
+
+  const auto a = records(straight_dir.path(), "epoch"), b = records(split_dir.path(), "epoch");
+  REQUIRE(a.size() == 2);
+  REQUIRE(b.size() == 2);
+  for (size_t e = 0; e < 2; ++e) {
+    INFO("epoch " << e + 1);
+    CHECK(a[e]["train"]["loss"].get<double>() == b[e]["train"]["loss"].get<double>());
+    CHECK(a[e]["train"]["acc"].get<double>() == b[e]["train"]["acc"].get<double>());
+    CHECK(a[e]["test"]["loss"].get<double>() == b[e]["test"]["loss"].get<double>());
+    CHECK(a[e]["test"]["top1"].get<double>() == b[e]["test"]["top1"].get<double>());
+    CHECK(a[e]["moe"][0]["train"]["fraction"] == b[e]["moe"][0]["train"]["fraction"]);
+    CHECK(a[e]["lr"].get<double>() == b[e]["lr"].get<double>());
+  }
+  const auto sa = records(straight_dir.path(), "step"), sb = records(split_dir.path(), "step");
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) CHECK(sa[i]["loss"].get<double>() == sb[i]["loss"].get<double>());
+  require_same_state(straight.model(), second->model());
+}
+
+TEST_CASE("trainer: a checkpoint taken after grow and prune rebuilds the changed experts", "[trainer]") {
+  OneThread one_thread;
+  mg_test::TempDir straight_dir, split_dir;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(straight_dir.path());
+  c.epochs = 3;
+  c.experts = 3;
+  c.expert_hidden = "16;32;24";
+  // Thresholds that fire every epoch: the least used expert (below 1/3) is pruned, the busiest
+  // (above 1/3) split.
+  c.controller = true;
+  c.prune_below = 1.0 / 3;
+  c.grow_above = 1.0 / 3;
+  c.controller_patience = 1;
+  c.min_experts = 2;
+  c.max_experts = 4;
+  trainer::Trainer t(c, log, &log);
+  t.run();
+  int64_t grows = 0, prunes = 0;
+  for (const auto& r : records(straight_dir.path(), "epoch"))
+    for (const auto& d : r["moe"][0]["controller"]) (d["action"] == "grow" ? grows : prunes) += 1;
+  REQUIRE(grows >= 1);
+  REQUIRE(prunes >= 1);
+
+  // The last checkpoint rebuilds the grown/pruned layer (each expert's own hidden sizes) exactly.
+  const trainer::LoadedModel loaded = trainer::load_model((fs::path(straight_dir.path()) / "last.safetensors").string());
+  const trainer::ModelSpec live = t.model().spec(), reloaded = loaded.model->spec();
+  REQUIRE(reloaded.moe_layers.size() == 1);
+  REQUIRE(reloaded.moe_layers[0].size() == live.moe_layers[0].size());
+  for (size_t e = 0; e < live.moe_layers[0].size(); ++e) CHECK(reloaded.moe_layers[0][e].hidden == live.moe_layers[0][e].hidden);
+  require_same_state(t.model(), *loaded.model);
+  const trainer::Evaluation live_eval = t.evaluate_test();
+  const trainer::Evaluation reloaded_eval =
+      trainer::evaluate(*loaded.model, t.data().test, trainer::test_transform(t.data().train), 32, 0);
+  CHECK(live_eval.top1 == reloaded_eval.top1);
+  CHECK(live_eval.loss == reloaded_eval.loss);
+
+  // Resuming in the middle of the grow/prune run (controller streaks replayed, optimizer regrouped)
+  // also lands on the same numbers.
+  c.out = split_dir.path();
+  c.stop_after_epochs = 2;
+  { trainer::Trainer first(c, log, &log); first.run(); }
+  auto second = trainer::Trainer::resume(split_dir.path(), {}, log, &log);
+  second->run();
+  const auto a = records(straight_dir.path(), "epoch"), b = records(split_dir.path(), "epoch");
+  REQUIRE(b.size() == 3);
+  CHECK(a[2]["train"]["loss"].get<double>() == b[2]["train"]["loss"].get<double>());
+  CHECK(a[2]["test"]["top1"].get<double>() == b[2]["test"]["top1"].get<double>());
+  CHECK(a[2]["moe"][0]["controller"] == b[2]["moe"][0]["controller"]);
+  require_same_state(t.model(), second->model());
+}
+
+TEST_CASE("trainer: bad settings are refused with the flag named", "[trainer]") {
+  trainer::TrainConfig c;
+  c.moe_placement = "blocks";
+  CHECK_THROWS_WITH(trainer::validate(c), Catch::Matchers::Contains("--moe blocks"));
+  c = trainer::TrainConfig();
+  c.top_k = 5;
+  CHECK_THROWS_WITH(trainer::validate(c), Catch::Matchers::Contains("--top-k 5"));
+  c = trainer::TrainConfig();
+  c.experts = 3;
+  c.expert_hidden = "8;16";
+  CHECK_THROWS_WITH(trainer::validate(c), Catch::Matchers::Contains("2 per-expert lists"));
+  CHECK(trainer::parse_expert_hidden("256,128;512,256,128") ==
+        std::vector<std::vector<int64_t>>{{256, 128}, {512, 256, 128}});
+  CHECK_THROWS_WITH(trainer::parse_expert_hidden("256,x"), Catch::Matchers::Contains("'x'"));
+  // A configuration survives its JSON form (config.json, checkpoints) unchanged.
+  c = trainer::TrainConfig();
+  c.expert_hidden = "8;16";
+  c.oracle_map = {1, 0};
+  CHECK(trainer::to_json(trainer::config_from_json(trainer::to_json(c))) == trainer::to_json(c));
+  CHECK_THROWS_WITH(trainer::config_from_json({{"learning_rate", 0.1}}), Catch::Matchers::Contains("learning_rate"));
+}
+
+TEST_CASE("trainer: router agreement with the oracle up to relabelling the experts", "[trainer]") {
+  // 4 superclasses, 2 experts: the oracle sends superclasses 0 and 2 to expert 0, 1 and 3 to expert 1.
+  // A router that swapped the experts agrees fully once they are relabelled.
+  CHECK(trainer::aligned_agreement({{0, 10}, {10, 0}, {0, 10}, {10, 0}}) == 1.0);
+  // One that groups {0, 1} and {2, 3} agrees on half.
+  CHECK(trainer::aligned_agreement({{10, 0}, {10, 0}, {0, 10}, {0, 10}}) == 0.5);
+  // 3 experts, one idle: the best relabelling matches 30 + 20 of 60 inputs.
+  CHECK(trainer::aligned_agreement({{0, 30, 0}, {0, 10, 20}, {0, 0, 0}}) == Approx(50.0 / 60));
+  CHECK(std::isnan(trainer::aligned_agreement({})));
+}
