@@ -93,14 +93,15 @@ void Trainer::save_checkpoint(const std::string& path) const {
   nn::save_checkpoint(path, *model_, state);
 }
 
-std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir_or_checkpoint, const ResumeOverrides& overrides,
-                                         std::ostream& log, std::ostream* progress) {
+std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir_or_checkpoint,
+                                         const ResumeOverrides& overrides, std::ostream& log,
+                                         std::ostream* progress) {
   return std::unique_ptr<Trainer>(
       new Trainer(ResumeTag{}, checkpoint_path(run_dir_or_checkpoint), overrides, log, progress));
 }
 
-Trainer::Trainer(ResumeTag, const std::string& checkpoint, const ResumeOverrides& overrides, std::ostream& log,
-                 std::ostream* progress)
+Trainer::Trainer(ResumeTag, const std::string& checkpoint, const ResumeOverrides& overrides,
+                 std::ostream& log, std::ostream* progress)
     : log_(log), progress_(progress) {
   const ModelSpec spec = spec_of(nn::read_checkpoint_metadata(checkpoint));
   config_ = spec.config;
@@ -127,9 +128,12 @@ void Trainer::restore(const nn::TrainingState& state) {
   nn::restore_rng_states(state, router_generators());
   const ojson extra = ojson::parse(state.extra_json);
   const auto router_steps = extra.at("router_steps").get<std::vector<int64_t>>();
-  MG_CHECK(router_steps.size() == model_->moe_layers().size(), "train_moe: the checkpoint has router step "
-           "counters for ", router_steps.size(), " MoE layers, the model ", model_->moe_layers().size());
-  for (size_t l = 0; l < router_steps.size(); ++l) model_->moe_layers()[l]->router().set_steps(router_steps[l]);
+  MG_CHECK(router_steps.size() == model_->moe_layers().size(),
+           "train_moe: the checkpoint has router step "
+           "counters for ",
+           router_steps.size(), " MoE layers, the model ", model_->moe_layers().size());
+  for (size_t l = 0; l < router_steps.size(); ++l)
+    model_->moe_layers()[l]->router().set_steps(router_steps[l]);
   best_top1_ = extra.at("best_top1").get<double>();
   best_epoch_ = extra.at("best_epoch").get<int64_t>();
   train_seconds_ = extra.at("train_seconds").get<double>();
@@ -164,9 +168,11 @@ void Trainer::replay_controllers(const ojson& inputs) {
       stats.router_entropy = seen.at("router_entropy").get<double>();
       controllers_[l].evaluate(stand_in, stats);
     }
-    MG_CHECK(stand_in.num_experts() == model_->moe_layers()[l]->num_experts(), "train_moe: replaying the "
-             "controller of ", model_->moe_layer_names()[l], " gives ", stand_in.num_experts(),
-             " experts, the checkpoint has ", model_->moe_layers()[l]->num_experts());
+    MG_CHECK(stand_in.num_experts() == model_->moe_layers()[l]->num_experts(),
+             "train_moe: replaying the "
+             "controller of ",
+             model_->moe_layer_names()[l], " gives ", stand_in.num_experts(), " experts, the checkpoint has ",
+             model_->moe_layers()[l]->num_experts());
   }
 }
 
@@ -179,10 +185,10 @@ Evaluation evaluate_checkpoint(const std::string& run_dir_or_checkpoint, const R
   apply_threads(overrides.threads.value_or(config.threads));
   const TrainingData data = load_training_data(config);
   check_data_matches(loaded.model->spec(), data, checkpoint);
-  log << checkpoint << ": epoch " << loaded.state.epoch << ", step " << loaded.state.step << "; " << data.source
-      << "\n";
-  const Evaluation eval = evaluate(*loaded.model, data.test, test_transform(data.train), config.batch_size,
-                                   config.workers);
+  log << checkpoint << ": epoch " << loaded.state.epoch << ", step " << loaded.state.step << "; "
+      << data.source << "\n";
+  const Evaluation eval =
+      evaluate(*loaded.model, data.test, test_transform(data.train), config.batch_size, config.workers);
   log << evaluation_text(eval, data.test);
   if (expert_summary)
     log << report::format_table(expert_summary_header(), expert_summary_rows(*loaded.model, eval));

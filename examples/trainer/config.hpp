@@ -5,10 +5,9 @@
 // FFNExpertConfig / ControllerConfig, which do the work; this file only names and checks them.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace CLI {
 class App;
@@ -18,42 +17,43 @@ namespace mg::trainer {
 
 struct TrainConfig {
   // ---- data
-  std::string dataset = "auto";      // auto | cifar100 | cifar10 | fashion-mnist | mnist | folder
-  std::string data_dir = "datasets"; // holds cifar-100-binary/, cifar-10-batches-bin/, mnist/, ...
-  std::string folder;                // dataset "folder": <folder>/train and <folder>/test
-  int64_t image_size = 32;           // dataset "folder": images are resized to this square
-  int64_t channels = 3;              // dataset "folder": 1 (gray) or 3 (RGB)
-  bool download = false;             // fetch CIFAR-100 when it is missing
-  int64_t max_train_examples = 0;    // 0: all
+  std::string dataset = "auto";    // auto | cifar100 | cifar10 | fashion-mnist | mnist | folder
+  std::string data_dir = "datasets";  // holds cifar-100-binary/, cifar-10-batches-bin/, mnist/, ...
+  std::string folder;              // dataset "folder": <folder>/train and <folder>/test
+  int64_t image_size = 32;         // dataset "folder": images are resized to this square
+  int64_t channels = 3;            // dataset "folder": 1 (gray) or 3 (RGB)
+  bool download = false;           // fetch CIFAR-100 when it is missing
+  int64_t max_train_examples = 0;  // 0: all
   int64_t max_test_examples = 0;
-  bool augment = false;              // random crop and flip (short runs learn faster without)
+  bool augment = false;  // random crop and flip (short runs learn faster without)
   int64_t workers = 2;
 
   // ---- model
-  std::string backbone = "cnn";      // cnn | vit
-  int64_t width = 16;                // CNN: channels of the first stage (then 2x, 4x)
+  std::string backbone = "cnn";  // cnn | vit
+  int64_t width = 16;            // CNN: channels of the first stage (then 2x, 4x)
   int64_t vit_dim = 192, vit_depth = 6, vit_heads = 3, vit_mlp_dim = 384, patch_size = 4;
   std::string moe_placement = "head";  // head | blocks
-  std::vector<int64_t> moe_blocks;     // blocks: which transformer blocks get an MoE MLP (empty: every other, ending with the last)
+  std::vector<int64_t> moe_blocks;     // blocks: which transformer blocks get an MoE MLP (empty: every other,
+                                       // ending with the last)
 
   // ---- experts and routing
   int64_t experts = 4;
-  std::string expert_hidden = "128";   // "256,128" for all experts, "256,128;512,256,128" per expert
-  std::string expert_norm = "none";    // none | layernorm | batchnorm
+  std::string expert_hidden = "128";  // "256,128" for all experts, "256,128;512,256,128" per expert
+  std::string expert_norm = "none";   // none | layernorm | batchnorm
   std::string expert_activation = "relu";
   int64_t top_k = 1;
-  std::string gate = "linear";         // linear | mlp
+  std::string gate = "linear";  // linear | mlp
   std::vector<int64_t> gate_hidden = {64};
   std::string scoring = "softmax-topk";  // softmax-topk | topk-softmax | sigmoid
   double temperature = 1.0;
-  std::string noise = "none";          // none | scaled | learned | jitter
+  std::string noise = "none";  // none | scaled | learned | jitter
   double noise_std = 1.0;
   int64_t warmup_random_steps = 0;
-  double switch_coef = 0.01, variance_coef = 0.0, importance_coef = 0.0, load_coef = 0.0, z_coef = 0.0;
-  double bias_rate = 0.0;              // auxiliary-loss-free balancing (DeepSeek-V3)
-  double capacity_factor = 0.0;        // 0: dropless
-  std::string routing = "learned";     // learned | oracle | random
-  std::vector<int32_t> oracle_map;     // superclass (or class) -> expert; empty: label % experts
+  double switch_coef = 0.05, variance_coef = 0.0, importance_coef = 0.0, load_coef = 0.0, z_coef = 0.0;
+  double bias_rate = 0.0;           // auxiliary-loss-free balancing (DeepSeek-V3)
+  double capacity_factor = 0.0;     // 0: dropless
+  std::string routing = "learned";  // learned | oracle | random
+  std::vector<int32_t> oracle_map;  // superclass (or class) -> expert; empty: label % experts
 
   // ---- grow / prune controller (moe::ControllerConfig)
   bool controller = false;
@@ -63,21 +63,21 @@ struct TrainConfig {
   // ---- training
   int64_t epochs = 6;
   int64_t batch_size = 128;
-  std::string optimizer = "sgd";       // sgd | adam | adamw
-  double lr = 0.1, router_lr = 0.0;    // router_lr 0: the same as lr
+  std::string optimizer = "sgd";     // sgd | adam | adamw
+  double lr = 0.1, router_lr = 0.0;  // router_lr 0: the same as lr
   double momentum = 0.9;
-  std::string schedule = "onecycle";   // cosine | onecycle | step | none
-  double warmup_epochs = 0.5;          // cosine: linear warmup length
-  int64_t step_epochs = 2;             // step: multiply the lr by 0.1 every this many epochs
-  double weight_decay = 5e-4;          // not on norms, biases, position embeddings or the router
+  std::string schedule = "onecycle";  // cosine | onecycle | step | none
+  double warmup_epochs = 0.5;         // cosine: linear warmup length
+  int64_t step_epochs = 2;            // step: multiply the lr by 0.1 every this many epochs
+  double weight_decay = 5e-4;         // not on norms, biases, position embeddings or the router
   double label_smoothing = 0.0;
   uint64_t seed = 0;
-  int64_t threads = 0;                 // 0: MG_NUM_THREADS or every core
+  int64_t threads = 0;  // 0: MG_NUM_THREADS or every core
 
   // ---- outputs
-  std::string out;                     // run folder; empty: runs/<dataset>-seed<seed>
-  int64_t log_every = 50;              // a metrics.jsonl line every this many steps
-  int64_t stop_after_epochs = 0;       // stop (as if interrupted) after this many epochs of the run
+  std::string out;                // run folder; empty: runs/<dataset>-seed<seed>
+  int64_t log_every = 50;         // a metrics.jsonl line every this many steps
+  int64_t stop_after_epochs = 0;  // stop (as if interrupted) after this many epochs of the run
 };
 
 // Registers every flag on `app`, writing into `config` (whose values are the shown defaults).

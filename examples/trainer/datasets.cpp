@@ -62,7 +62,8 @@ std::pair<std::vector<float>, std::vector<float>> pixel_statistics(const data::I
 data::TransformPtr normalization(const data::ImageDataset& train) {
   if (train.name == "cifar100") return data::normalize(data::cifar100_mean, data::cifar100_std);
   if (train.name == "cifar10") return data::normalize(data::cifar10_mean, data::cifar10_std);
-  if (train.name == "fashion-mnist") return data::normalize(data::fashion_mnist_mean, data::fashion_mnist_std);
+  if (train.name == "fashion-mnist")
+    return data::normalize(data::fashion_mnist_mean, data::fashion_mnist_std);
   auto [mean, std] = pixel_statistics(train);
   return data::normalize(mean, std);
 }
@@ -75,8 +76,9 @@ TrainingData load_training_data(TrainConfig& config) {
   if (dataset == "auto") {
     if (holds_cifar100(config.data_dir) || config.download) {
       dataset = "cifar100";
-      out.source = holds_cifar100(config.data_dir) ? "found " + (fs::path(config.data_dir) / "cifar-100-binary").string()
-                                                   : "--download given";
+      out.source = holds_cifar100(config.data_dir)
+                       ? "found " + (fs::path(config.data_dir) / "cifar-100-binary").string()
+                       : "--download given";
     } else {
       dataset = "fashion-mnist";
       out.source = "no CIFAR-100 in " + (fs::path(config.data_dir) / "cifar-100-binary").string() +
@@ -103,13 +105,17 @@ TrainingData load_training_data(TrainConfig& config) {
     out.source = "Fashion-MNIST from " + dir + " (" + out.source + ")";
   } else if (dataset == "mnist") {
     const fs::path dir = fs::path(config.data_dir) / "mnist";
-    out.train = data::read_idx(idx_file(dir, "train-images-idx3-ubyte"), idx_file(dir, "train-labels-idx1-ubyte"), "mnist");
-    out.test = data::read_idx(idx_file(dir, "t10k-images-idx3-ubyte"), idx_file(dir, "t10k-labels-idx1-ubyte"), "mnist");
+    out.train = data::read_idx(idx_file(dir, "train-images-idx3-ubyte"),
+                               idx_file(dir, "train-labels-idx1-ubyte"), "mnist");
+    out.test = data::read_idx(idx_file(dir, "t10k-images-idx3-ubyte"),
+                              idx_file(dir, "t10k-labels-idx1-ubyte"), "mnist");
     out.source = "MNIST from " + dir.string() + " (" + out.source + ")";
   } else {
     const fs::path root(config.folder);
-    out.train = data::read_image_folder((root / "train").string(), config.image_size, config.image_size, config.channels);
-    out.test = data::read_image_folder((root / "test").string(), config.image_size, config.image_size, config.channels);
+    out.train = data::read_image_folder((root / "train").string(), config.image_size, config.image_size,
+                                        config.channels);
+    out.test = data::read_image_folder((root / "test").string(), config.image_size, config.image_size,
+                                       config.channels);
     MG_CHECK(out.train.class_names == out.test.class_names, "train_moe: ", (root / "train").string(), " and ",
              (root / "test").string(), " must hold the same class folders");
     out.source = "image folder " + root.string() + " (" + out.source + ")";
@@ -117,8 +123,10 @@ TrainingData load_training_data(TrainConfig& config) {
   config.dataset = dataset;
   out.train = first(std::move(out.train), config.max_train_examples);
   out.test = first(std::move(out.test), config.max_test_examples);
-  MG_CHECK(out.train.size() >= config.batch_size, "train_moe: ", out.train.size(), " training examples are "
-           "fewer than one batch of --batch-size ", config.batch_size);
+  MG_CHECK(out.train.size() >= config.batch_size, "train_moe: ", out.train.size(),
+           " training examples are "
+           "fewer than one batch of --batch-size ",
+           config.batch_size);
   MG_CHECK(out.test.size() > 0, "train_moe: the test split is empty");
   return out;
 }

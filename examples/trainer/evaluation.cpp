@@ -20,26 +20,31 @@ struct LayerTally {
   moe::StatsAccumulator by_class, by_superclass;
   std::vector<int32_t> oracle_map;
   std::vector<int64_t> expert_inputs, expert_correct;
-  LayerTally(int64_t experts, int64_t classes, int64_t superclasses)
-      : by_class(experts, classes), by_superclass(experts, superclasses),
-        expert_inputs(experts, 0), expert_correct(experts, 0) {
-    for (int64_t s = 0; s < superclasses; ++s) oracle_map.push_back(static_cast<int32_t>(s % experts));
-  }
+  LayerTally(int64_t experts, int64_t classes, int64_t superclasses, std::vector<int32_t> oracle)
+      : by_class(experts, classes),
+        by_superclass(experts, superclasses),
+        oracle_map(std::move(oracle)),
+        expert_inputs(experts, 0),
+        expert_correct(experts, 0) {}
 };
 
 }  // namespace
 
-double aligned_agreement(const std::vector<std::vector<int64_t>>& superclass_by_expert) {
-  if (superclass_by_expert.empty()) return NAN;
+double aligned_agreement(const std::vector<std::vector<int64_t>>& superclass_by_expert,
+                         const std::vector<int32_t>& oracle_map) {
+  if (superclass_by_expert.empty() || oracle_map.size() < superclass_by_expert.size()) return NAN;
   const size_t E = superclass_by_expert.front().size();
   // counts[o][e]: inputs the oracle sends to expert o that the router sent to expert e
   std::vector<std::vector<int64_t>> counts(E, std::vector<int64_t>(E, 0));
   int64_t total = 0;
-  for (size_t s = 0; s < superclass_by_expert.size(); ++s)
+  for (size_t s = 0; s < superclass_by_expert.size(); ++s) {
+    const auto o = static_cast<size_t>(oracle_map[s]);
+    if (o >= E) return NAN;  // a map for more experts than the layer has now (after a prune)
     for (size_t e = 0; e < E; ++e) {
-      counts[s % E][e] += superclass_by_expert[s][e];
+      counts[o][e] += superclass_by_expert[s][e];
       total += superclass_by_expert[s][e];
     }
+  }
   if (total == 0) return NAN;
   int64_t best = 0;
   if (E <= 8) {
@@ -77,8 +82,12 @@ Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const d
   const bool superclasses = has_superclasses(set);
   const int64_t classes = set.num_classes(), top = std::min<int64_t>(5, classes);
   std::vector<LayerTally> tallies;
-  for (const auto& layer : model.moe_layers())
-    tallies.emplace_back(layer->num_experts(), classes, superclasses ? set.num_coarse() : 0);
+  for (const auto& layer : model.moe_layers()) {
+    const int64_t experts = layer->num_experts();
+    tallies.emplace_back(experts, classes, superclasses ? set.num_coarse() : 0,
+                         superclasses ? oracle_map_for(model.spec().config, set.num_coarse(), experts)
+                                      : std::vector<int32_t>{});
+  }
 
   data::LoaderOptions options;
   options.batch_size = batch_size;
@@ -135,7 +144,8 @@ Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const d
     eval.class_accuracy.push_back(class_total[c] > 0 ? double(class_correct[c]) / class_total[c] : NAN);
   if (superclasses)
     for (int64_t s = 0; s < set.num_coarse(); ++s)
-      eval.superclass_accuracy.push_back(super_total[s] > 0 ? double(super_correct[s]) / super_total[s] : NAN);
+      eval.superclass_accuracy.push_back(super_total[s] > 0 ? double(super_correct[s]) / super_total[s]
+                                                            : NAN);
   for (size_t l = 0; l < tallies.size(); ++l) {
     LayerEvaluation le;
     le.name = model.moe_layer_names()[l];
@@ -146,7 +156,7 @@ Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const d
     if (superclasses) {
       le.superclass_by_expert = tallies[l].by_superclass.class_by_expert();
       le.router_accuracy = tallies[l].by_superclass.router_accuracy();
-      le.aligned_router_accuracy = aligned_agreement(le.superclass_by_expert);
+      le.aligned_router_accuracy = aligned_agreement(le.superclass_by_expert, tallies[l].oracle_map);
     }
     eval.layers.push_back(std::move(le));
   }
@@ -158,7 +168,8 @@ std::vector<std::string> expert_summary_header() {
   return {"layer", "expert", "hidden", "parameters", "frozen", "share", "accuracy"};
 }
 
-std::vector<std::vector<std::string>> expert_summary_rows(const MoEClassifier& model, const Evaluation& eval) {
+std::vector<std::vector<std::string>> expert_summary_rows(const MoEClassifier& model,
+                                                          const Evaluation& eval) {
   std::vector<std::vector<std::string>> rows;
   for (size_t l = 0; l < model.moe_layers().size(); ++l) {
     const moe::MoELayer& layer = *model.moe_layers()[l];

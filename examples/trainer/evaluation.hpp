@@ -15,14 +15,16 @@
 namespace mg::trainer {
 
 struct LayerEvaluation {
-  std::string name;                                   // "head", "block3"
-  moe::StepStats stats;                               // routing of the whole set (eval mode)
+  std::string name;      // "head", "block3"
+  moe::StepStats stats;  // routing of the whole set (eval mode)
   // [class][expert] and [superclass][expert]: inputs whose top-1 expert it was (tokens, for blocks)
   std::vector<std::vector<int64_t>> class_by_expert, superclass_by_expert;
   // Per expert: inputs whose top-1 expert it is, and how many of those belong to images the model
   // classified correctly.
   std::vector<int64_t> expert_inputs, expert_correct;
-  double router_accuracy = NAN;  // top-1 expert == oracle_map[superclass] (superclass % E); NaN without superclasses
+  // top-1 expert == the oracle's expert for the superclass (--oracle-map, else superclass % E); NaN
+  // without superclasses
+  double router_accuracy = NAN;
   // The same agreement up to a relabelling of the experts: a learned router may give a superclass
   // any expert; what counts is that it keeps the superclasses apart as the oracle does.
   double aligned_router_accuracy = NAN;
@@ -30,9 +32,9 @@ struct LayerEvaluation {
 
 struct Evaluation {
   int64_t examples = 0;
-  double loss = 0, top1 = 0, top5 = NAN;     // top5: NaN with fewer than 5 classes
+  double loss = 0, top1 = 0, top5 = NAN;  // top5: NaN with fewer than 5 classes
   std::vector<double> class_accuracy;
-  std::vector<double> superclass_accuracy;   // empty without superclasses
+  std::vector<double> superclass_accuracy;  // empty without superclasses
   std::vector<LayerEvaluation> layers;
 };
 
@@ -43,10 +45,11 @@ Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const d
 
 // The per-expert table (`--expert-summary`): sizes, parameters, frozen, share and accuracy of the
 // inputs each expert takes, as rows of strings under the returned header.
-// The largest share of inputs whose top-1 expert is perm(superclass % E) over permutations perm of
-// the E experts; superclass_by_expert [S][E] counts. Exact (every permutation) up to 8 experts,
-// a greedy match of the largest counts beyond.
-double aligned_agreement(const std::vector<std::vector<int64_t>>& superclass_by_expert);
+// The largest share of inputs whose top-1 expert is perm(oracle_map[superclass]) over permutations
+// perm of the E experts; superclass_by_expert [S][E] counts. Exact (every permutation) up to 8
+// experts, a greedy match of the largest counts beyond. NaN when the map names an expert >= E.
+double aligned_agreement(const std::vector<std::vector<int64_t>>& superclass_by_expert,
+                         const std::vector<int32_t>& oracle_map);
 
 std::vector<std::string> expert_summary_header();
 std::vector<std::vector<std::string>> expert_summary_rows(const MoEClassifier& model, const Evaluation& eval);

@@ -98,8 +98,8 @@ std::shared_ptr<moe::MoELayer> make_moe_layer(const ModelSpec& spec, size_t laye
     fc.activation = c.expert_activation;
     experts.push_back(std::make_shared<moe::FFNExpert>(fc));
   }
-  auto layer_module = std::make_shared<moe::MoELayer>(mc, experts, std::vector<nn::ModulePtr>{},
-                                                      moe::make_ffn_expert_like);
+  auto layer_module =
+      std::make_shared<moe::MoELayer>(mc, experts, std::vector<nn::ModulePtr>{}, moe::make_ffn_expert_like);
   for (int64_t i = 0; i < num_experts; ++i)
     if (experts_spec[i].frozen) layer_module->freeze_expert(i);
   return layer_module;
@@ -107,15 +107,17 @@ std::shared_ptr<moe::MoELayer> make_moe_layer(const ModelSpec& spec, size_t laye
 
 }  // namespace
 
-std::vector<int32_t> oracle_map_for(const TrainConfig& config, int64_t num_routing_labels, int64_t num_experts) {
+std::vector<int32_t> oracle_map_for(const TrainConfig& config, int64_t num_routing_labels,
+                                    int64_t num_experts) {
   if (!config.oracle_map.empty()) {
-    MG_CHECK(static_cast<int64_t>(config.oracle_map.size()) == num_routing_labels, "train_moe: --oracle-map has ",
-             config.oracle_map.size(), " entries; the data set has ", num_routing_labels,
-             " routing labels (superclasses, or classes when it has none)");
+    MG_CHECK(static_cast<int64_t>(config.oracle_map.size()) == num_routing_labels,
+             "train_moe: --oracle-map has ", config.oracle_map.size(), " entries; the data set has ",
+             num_routing_labels, " routing labels (superclasses, or classes when it has none)");
     return config.oracle_map;
   }
   std::vector<int32_t> map(num_routing_labels);
-  for (int64_t label = 0; label < num_routing_labels; ++label) map[label] = static_cast<int32_t>(label % num_experts);
+  for (int64_t label = 0; label < num_routing_labels; ++label)
+    map[label] = static_cast<int32_t>(label % num_experts);
   return map;
 }
 
@@ -129,6 +131,7 @@ std::vector<int64_t> moe_block_indices(const TrainConfig& config) {
 ModelSpec initial_spec(const TrainConfig& config, int64_t channels, int64_t height, int64_t width,
                        int64_t num_classes, int64_t num_routing_labels) {
   validate(config);
+  oracle_map_for(config, num_routing_labels, config.experts);  // an --oracle-map must fit the data
   ModelSpec spec;
   spec.config = config;
   spec.channels = channels;
@@ -171,7 +174,8 @@ ModelSpec spec_from_json(const nlohmann::ordered_json& j) {
     j.at("num_routing_labels").get_to(spec.num_routing_labels);
     for (const auto& layer : j.at("moe_layers")) {
       std::vector<ExpertSpec> experts;
-      for (const auto& e : layer) experts.push_back({e.at("hidden").get<std::vector<int64_t>>(), e.at("frozen").get<bool>()});
+      for (const auto& e : layer)
+        experts.push_back({e.at("hidden").get<std::vector<int64_t>>(), e.at("frozen").get<bool>()});
       spec.moe_layers.push_back(std::move(experts));
     }
   } catch (const nlohmann::ordered_json::exception& e) {
@@ -180,7 +184,8 @@ ModelSpec spec_from_json(const nlohmann::ordered_json& j) {
   return spec;
 }
 
-MoEBlock::MoEBlock(int64_t dim, int64_t heads, std::shared_ptr<moe::MoELayer> moe_layer) : Module("MoEBlock") {
+MoEBlock::MoEBlock(int64_t dim, int64_t heads, std::shared_ptr<moe::MoELayer> moe_layer)
+    : Module("MoEBlock") {
   norm1 = register_module("norm1", std::make_shared<nn::LayerNorm>(Shape{dim}));
   attn = register_module("attn", std::make_shared<nn::MultiheadAttention>(dim, heads));
   norm2 = register_module("norm2", std::make_shared<nn::LayerNorm>(Shape{dim}));
@@ -200,20 +205,23 @@ MoEClassifier::MoEClassifier(const ModelSpec& spec) : Module("MoEClassifier"), s
     cnn_ = register_module("cnn", make_cnn(spec.channels, c.width));
     feature_dim = 4 * c.width;
   } else {
-    MG_CHECK(spec.height == spec.width && spec.height % c.patch_size == 0, "train_moe: the ViT needs square "
-             "images whose side is a multiple of --patch-size ", c.patch_size, "; the data are ", spec.height,
-             "x", spec.width);
+    MG_CHECK(spec.height == spec.width && spec.height % c.patch_size == 0,
+             "train_moe: the ViT needs square "
+             "images whose side is a multiple of --patch-size ",
+             c.patch_size, "; the data are ", spec.height, "x", spec.width);
     const int64_t D = c.vit_dim, tokens = (spec.height / c.patch_size) * (spec.width / c.patch_size);
-    patch_embed_ = register_module("patch_embed", std::make_shared<nn::PatchEmbedding>(spec.height, c.patch_size,
-                                                                                        spec.channels, D));
+    patch_embed_ = register_module(
+        "patch_embed", std::make_shared<nn::PatchEmbedding>(spec.height, c.patch_size, spec.channels, D));
     pos_embed_ = register_parameter("pos_embed", zeros({1, tokens, D}));
     nn::init::trunc_normal_(pos_embed_, 0.0, 0.02);
-    const std::vector<int64_t> moe_blocks = c.moe_placement == "blocks" ? moe_block_indices(c) : std::vector<int64_t>{};
+    const std::vector<int64_t> moe_blocks =
+        c.moe_placement == "blocks" ? moe_block_indices(c) : std::vector<int64_t>{};
     auto blocks = std::make_shared<nn::ModuleList>();
     for (int64_t b = 0; b < c.vit_depth; ++b) {
       const auto it = std::find(moe_blocks.begin(), moe_blocks.end(), b);
       if (it == moe_blocks.end()) {
-        blocks_.push_back(std::make_shared<nn::TransformerEncoderLayer>(D, c.vit_heads, c.vit_mlp_dim, 0.0, "gelu"));
+        blocks_.push_back(
+            std::make_shared<nn::TransformerEncoderLayer>(D, c.vit_heads, c.vit_mlp_dim, 0.0, "gelu"));
       } else {
         const size_t layer = static_cast<size_t>(it - moe_blocks.begin());
         moe_layers_.push_back(make_moe_layer(spec, layer, D));
@@ -238,16 +246,19 @@ Tensor MoEClassifier::features(const Tensor& images, const Tensor& routing_label
   if (cnn_) return cnn_->forward(images).mean({2, 3});
   Tensor x = patch_embed_->forward(images) + pos_embed_;
   for (const nn::ModulePtr& block : blocks_) {
-    if (auto* moe_block = dynamic_cast<MoEBlock*>(block.get())) x = moe_block->forward(x, routing_labels);
-    else x = block->forward(x);
+    if (auto* moe_block = dynamic_cast<MoEBlock*>(block.get()))
+      x = moe_block->forward(x, routing_labels);
+    else
+      x = block->forward(x);
   }
   return final_norm_->forward(x).mean({1});
 }
 
 Tensor MoEClassifier::forward(const Tensor& images, const Tensor& routing_labels) {
   MG_CHECK(images.dim() == 4 && images.size(1) == spec_.channels && images.size(2) == spec_.height &&
-           images.size(3) == spec_.width, "MoEClassifier: expected images [B, ", spec_.channels, ", ",
-           spec_.height, ", ", spec_.width, "], got ", shape_str(images.sizes()));
+               images.size(3) == spec_.width,
+           "MoEClassifier: expected images [B, ", spec_.channels, ", ", spec_.height, ", ", spec_.width,
+           "], got ", shape_str(images.sizes()));
   Tensor h = features(images, routing_labels);
   if (head_moe_) h = head_moe_->forward(h, routing_labels);
   return classifier_->forward(h);
@@ -260,7 +271,8 @@ ModelSpec MoEClassifier::spec() const {
     std::vector<ExpertSpec> experts;
     for (int64_t i = 0; i < layer.num_experts(); ++i) {
       const auto* ffn = dynamic_cast<const moe::FFNExpert*>(layer.expert(i).get());
-      MG_CHECK(ffn != nullptr, "MoEClassifier::spec: expert ", i, " of ", moe_layer_names_[l], " is not an FFNExpert");
+      MG_CHECK(ffn != nullptr, "MoEClassifier::spec: expert ", i, " of ", moe_layer_names_[l],
+               " is not an FFNExpert");
       experts.push_back({ffn->config().hidden, layer.expert_frozen(i)});
     }
     now.moe_layers[l] = std::move(experts);

@@ -14,10 +14,9 @@
 //         routes every token of [B, N, D] on its own: x + attn(ln1(x)), then x + moe(ln2(x))
 #pragma once
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "examples/trainer/config.hpp"
 #include "moe/layer.hpp"
@@ -32,7 +31,7 @@ struct ExpertSpec {
 
 // Everything needed to rebuild a model's architecture (not its weights).
 struct ModelSpec {
-  TrainConfig config;                // backbone and MoE settings are read from it
+  TrainConfig config;  // backbone and MoE settings are read from it
   int64_t channels = 0, height = 0, width = 0, num_classes = 0;
   // Routing labels (superclasses, or classes for sets without them): the oracle maps these.
   int64_t num_routing_labels = 0;
@@ -47,7 +46,8 @@ ModelSpec spec_from_json(const nlohmann::ordered_json& j);
 
 // The oracle's label -> expert map for `num_experts` experts: config.oracle_map when given (it must
 // cover every label), else label % num_experts.
-std::vector<int32_t> oracle_map_for(const TrainConfig& config, int64_t num_routing_labels, int64_t num_experts);
+std::vector<int32_t> oracle_map_for(const TrainConfig& config, int64_t num_routing_labels,
+                                    int64_t num_experts);
 
 // The transformer blocks that hold an MoE MLP: config.moe_blocks, or every other block ending with
 // the last (V-MoE's "every other layer").
@@ -83,10 +83,10 @@ class MoEClassifier : public nn::Module {
  private:
   Tensor features(const Tensor& images, const Tensor& routing_labels);
   ModelSpec spec_;
-  nn::ModulePtr cnn_;                                  // cnn backbone
-  std::shared_ptr<nn::PatchEmbedding> patch_embed_;    // vit backbone
+  nn::ModulePtr cnn_;                                // cnn backbone
+  std::shared_ptr<nn::PatchEmbedding> patch_embed_;  // vit backbone
   Tensor pos_embed_;
-  std::vector<nn::ModulePtr> blocks_;                  // TransformerEncoderLayer or MoEBlock
+  std::vector<nn::ModulePtr> blocks_;  // TransformerEncoderLayer or MoEBlock
   std::shared_ptr<nn::LayerNorm> final_norm_;
   std::shared_ptr<moe::MoELayer> head_moe_;
   std::shared_ptr<nn::Linear> classifier_;

@@ -15,9 +15,12 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 std::vector<std::vector<Tensor>> group_params(const MoEClassifier& model) {
   std::vector<std::vector<Tensor>> groups(3);
   for (const auto& [name, p] : model.named_parameters()) {
-    if (name.find("router.") != std::string::npos) groups[2].push_back(p);
-    else if (p.dim() < 2 || ends_with(name, "pos_embed")) groups[1].push_back(p);
-    else groups[0].push_back(p);
+    if (name.find("router.") != std::string::npos)
+      groups[2].push_back(p);
+    else if (p.dim() < 2 || ends_with(name, "pos_embed"))
+      groups[1].push_back(p);
+    else
+      groups[0].push_back(p);
   }
   return groups;
 }
@@ -55,10 +58,12 @@ std::unique_ptr<nn::LRScheduler> Optimization::make_scheduler() {
   }
   if (config_.schedule == "onecycle") {
     std::vector<double> peaks;
-    for (size_t g = 0; g < optimizer_->param_groups().size(); ++g) peaks.push_back(group_options(config_, g)->get_lr());
+    for (size_t g = 0; g < optimizer_->param_groups().size(); ++g)
+      peaks.push_back(group_options(config_, g)->get_lr());
     return std::make_unique<nn::OneCycleLR>(*optimizer_, peaks, total);
   }
-  if (config_.schedule == "step") return std::make_unique<nn::StepLR>(*optimizer_, config_.step_epochs * steps_per_epoch_);
+  if (config_.schedule == "step")
+    return std::make_unique<nn::StepLR>(*optimizer_, config_.step_epochs * steps_per_epoch_);
   return nullptr;
 }
 

@@ -48,7 +48,8 @@ std::string shares_text(const std::vector<double>& fraction) {
 }
 
 // Superclasses without test images (NaN accuracy) are left out.
-std::vector<std::string> superclass_items(const std::vector<double>& accuracy, const data::ImageDataset& test) {
+std::vector<std::string> superclass_items(const std::vector<double>& accuracy,
+                                          const data::ImageDataset& test) {
   std::vector<std::string> items;
   for (size_t s = 0; s < accuracy.size(); ++s)
     if (std::isfinite(accuracy[s])) items.push_back(test.coarse_names.at(s) + " " + percent(accuracy[s]));
@@ -81,14 +82,16 @@ std::vector<std::vector<double>> as_double(const std::vector<std::vector<int64_t
 ojson evaluation_json(const Evaluation& eval) {
   ojson layers = ojson::array();
   for (const LayerEvaluation& l : eval.layers)
-    layers.push_back({{"layer", l.name},
-                      {"stats", ojson::parse(l.stats.to_json())},
-                      {"router_accuracy", std::isfinite(l.router_accuracy) ? ojson(l.router_accuracy) : ojson()},
-                      {"aligned_router_accuracy", std::isfinite(l.aligned_router_accuracy) ? ojson(l.aligned_router_accuracy) : ojson()},
-                      {"class_by_expert", l.class_by_expert},
-                      {"superclass_by_expert", l.superclass_by_expert},
-                      {"expert_inputs", l.expert_inputs},
-                      {"expert_correct", l.expert_correct}});
+    layers.push_back(
+        {{"layer", l.name},
+         {"stats", ojson::parse(l.stats.to_json())},
+         {"router_accuracy", std::isfinite(l.router_accuracy) ? ojson(l.router_accuracy) : ojson()},
+         {"aligned_router_accuracy",
+          std::isfinite(l.aligned_router_accuracy) ? ojson(l.aligned_router_accuracy) : ojson()},
+         {"class_by_expert", l.class_by_expert},
+         {"superclass_by_expert", l.superclass_by_expert},
+         {"expert_inputs", l.expert_inputs},
+         {"expert_correct", l.expert_correct}});
   return {{"examples", eval.examples},
           {"loss", eval.loss},
           {"top1", eval.top1},
@@ -102,20 +105,23 @@ std::string epoch_text(const ojson& r, const data::ImageDataset& test, int64_t e
   std::ostringstream os;
   const ojson& train = r["train"];
   const ojson& t = r["test"];
-  os << "epoch " << r["epoch"].get<int64_t>() << "/" << epochs << ": train loss " << report::fmt(number(train["loss"]), 4)
-     << " acc " << percent(number(train["acc"])) << " | test loss " << report::fmt(number(t["loss"]), 4) << " top-1 "
-     << percent(number(t["top1"]), 2);
+  os << "epoch " << r["epoch"].get<int64_t>() << "/" << epochs << ": train loss "
+     << report::fmt(number(train["loss"]), 4) << " acc " << percent(number(train["acc"])) << " | test loss "
+     << report::fmt(number(t["loss"]), 4) << " top-1 " << percent(number(t["top1"]), 2);
   if (!t["top5"].is_null()) os << " top-5 " << percent(number(t["top5"]), 2);
   os << " | " << report::format_duration(number(train["seconds"])) << ", "
-     << report::fmt(number(train["img_per_s"]), 0) << " img/s, lr " << report::fmt(number(r["lr"]), 4) << "\n";
+     << report::fmt(number(train["img_per_s"]), 0) << " img/s, lr " << report::fmt(number(r["lr"]), 4)
+     << "\n";
   if (!t["superclass_accuracy"].empty())
-    os << wrapped("  superclasses: ", superclass_items(t["superclass_accuracy"].get<std::vector<double>>(), test));
+    os << wrapped("  superclasses: ",
+                  superclass_items(t["superclass_accuracy"].get<std::vector<double>>(), test));
   for (const ojson& layer : r["moe"]) {
     const std::string name = layer["layer"].get<std::string>();
     const ojson& s = layer["train"];
     os << "  moe " << name << " (train): " << layer["experts"].get<int64_t>() << " experts, shares "
        << shares_text(s["fraction"].get<std::vector<double>>()) << ", router entropy "
-       << report::fmt(number(s["router_entropy"]), 3) << " nats, dropped " << s["dropped"].get<int64_t>() << "\n";
+       << report::fmt(number(s["router_entropy"]), 3) << " nats, dropped " << s["dropped"].get<int64_t>()
+       << "\n";
     os << layer_routing_text(name, layer["test"]);
     for (const ojson& d : layer["controller"])
       os << "  controller " << name << ": " << d["action"].get<std::string>() << ": "
@@ -128,10 +134,12 @@ std::string epoch_text(const ojson& r, const data::ImageDataset& test, int64_t e
 
 std::string evaluation_text(const Evaluation& eval, const data::ImageDataset& test) {
   std::ostringstream os;
-  os << "test: " << eval.examples << " images, loss " << report::fmt(eval.loss, 4) << ", top-1 " << percent(eval.top1, 2);
+  os << "test: " << eval.examples << " images, loss " << report::fmt(eval.loss, 4) << ", top-1 "
+     << percent(eval.top1, 2);
   if (std::isfinite(eval.top5)) os << ", top-5 " << percent(eval.top5, 2);
   os << "\n";
-  if (!eval.superclass_accuracy.empty()) os << wrapped("  superclasses: ", superclass_items(eval.superclass_accuracy, test));
+  if (!eval.superclass_accuracy.empty())
+    os << wrapped("  superclasses: ", superclass_items(eval.superclass_accuracy, test));
   const ojson j = evaluation_json(eval);
   for (const ojson& layer : j["layers"]) {
     os << layer_routing_text(layer["layer"].get<std::string>(), layer);
@@ -182,8 +190,10 @@ std::vector<std::string> write_report(const ReportContext& ctx, const std::vecto
   curve_svgs.push_back(save("accuracy.svg", report::line_chart_svg(accuracy, {"Accuracy", "step", "%"})));
 
   std::vector<report::ReportSection> sections;
-  sections.push_back({"Training curves", "Training loss and accuracy every " + std::to_string(ctx.config.log_every) +
-                      " steps (on augmented images), test loss and accuracy after each epoch.", curve_svgs, ""});
+  sections.push_back({"Training curves",
+                      "Training loss and accuracy every " + std::to_string(ctx.config.log_every) +
+                          " steps (on augmented images), test loss and accuracy after each epoch.",
+                      curve_svgs, ""});
 
   // ---- routing, per MoE layer
   const Evaluation& eval = *ctx.last_eval;
@@ -196,7 +206,8 @@ std::vector<std::string> write_report(const ReportContext& ctx, const std::vecto
     const std::vector<json>& source = steps.size() >= 2 ? steps : epochs;
     for (const json& r : source) {
       const json& m = r["moe"].at(l);
-      const std::vector<double> f = (m.contains("fraction") ? m["fraction"] : m["train"]["fraction"]).get<std::vector<double>>();
+      const std::vector<double> f =
+          (m.contains("fraction") ? m["fraction"] : m["train"]["fraction"]).get<std::vector<double>>();
       x.push_back(number(r["step"]));
       shares.push_back(f);
       most = std::max(most, f.size());
@@ -204,26 +215,31 @@ std::vector<std::string> write_report(const ReportContext& ctx, const std::vecto
     for (auto& row : shares) row.resize(most, 0.0);  // grow/prune: experts that did not exist yet take 0
     std::vector<std::string> svgs;
     svgs.push_back(save("expert_share_" + le.name + ".svg",
-                        report::stacked_area_svg(x, shares, expert_names(most),
-                                                 {"Expert share of the training inputs (" + le.name + ")", "step", "share"})));
-    svgs.push_back(save("routing_" + le.name + "_classes.svg",
-                        report::heatmap_svg(as_double(le.class_by_expert), ctx.test->class_names,
-                                            expert_names(le.expert_inputs.size()),
-                                            {"Test routing: class by expert (" + le.name + ", row shares)", "expert", "class"},
-                                            true)));
+                        report::stacked_area_svg(
+                            x, shares, expert_names(most),
+                            {"Expert share of the training inputs (" + le.name + ")", "step", "share"})));
+    svgs.push_back(
+        save("routing_" + le.name + "_classes.svg",
+             report::heatmap_svg(
+                 as_double(le.class_by_expert), ctx.test->class_names, expert_names(le.expert_inputs.size()),
+                 {"Test routing: class by expert (" + le.name + ", row shares)", "expert", "class"}, true)));
     if (!le.superclass_by_expert.empty())
-      svgs.push_back(save("routing_" + le.name + "_superclasses.svg",
-                          report::heatmap_svg(as_double(le.superclass_by_expert), ctx.test->coarse_names,
-                                              expert_names(le.expert_inputs.size()),
-                                              {"Test routing: superclass by expert (" + le.name + ", row shares)",
-                                               "expert", "superclass"},
-                                              true)));
-    std::string text = "Where the inputs went: expert shares of the training inputs over time, and the top-1 expert "
-                       "of every test input (per token for MoE blocks) by class";
+      svgs.push_back(save(
+          "routing_" + le.name + "_superclasses.svg",
+          report::heatmap_svg(
+              as_double(le.superclass_by_expert), ctx.test->coarse_names,
+              expert_names(le.expert_inputs.size()),
+              {"Test routing: superclass by expert (" + le.name + ", row shares)", "expert", "superclass"},
+              true)));
+    std::string text =
+        "Where the inputs went: expert shares of the training inputs over time, and the top-1 expert "
+        "of every test input (per token for MoE blocks) by class";
     if (!le.superclass_by_expert.empty())
-      text += " and by superclass. Router agreement with the superclass oracle (superclass % experts): " +
-              percent(le.router_accuracy) + "; with the experts relabelled to match the oracle best: " +
-              percent(le.aligned_router_accuracy);
+      text +=
+          " and by superclass. Router agreement with the superclass oracle (--oracle-map, else superclass % "
+          "experts): " +
+          percent(le.router_accuracy) +
+          "; with the experts relabelled to match the oracle best: " + percent(le.aligned_router_accuracy);
     sections.push_back({"Routing: " + le.name, text + ".", svgs, ""});
   }
 
@@ -231,29 +247,36 @@ std::vector<std::string> write_report(const ReportContext& ctx, const std::vecto
   const bool superclasses = !eval.superclass_accuracy.empty();
   std::vector<double> acc;
   for (double a : superclasses ? eval.superclass_accuracy : eval.class_accuracy) acc.push_back(100 * a);
-  sections.push_back({superclasses ? "Accuracy by superclass" : "Accuracy by class", "On the test set, last epoch.",
-                      {save(superclasses ? "superclass_accuracy.svg" : "class_accuracy.svg",
-                            report::bar_chart_svg(superclasses ? ctx.test->coarse_names : ctx.test->class_names, acc,
-                                                  {"Test accuracy", "", "%"}))},
-                      ""});
+  sections.push_back(
+      {superclasses ? "Accuracy by superclass" : "Accuracy by class",
+       "On the test set, last epoch.",
+       {save(superclasses ? "superclass_accuracy.svg" : "class_accuracy.svg",
+             report::bar_chart_svg(superclasses ? ctx.test->coarse_names : ctx.test->class_names, acc,
+                                   {"Test accuracy", "", "%"}))},
+       ""});
 
   // ---- tables
-  report::ReportTable epoch_table{"Epochs", {"epoch", "train loss", "train acc", "test loss", "top-1", "top-5", "lr", "time", "img/s"}, {}};
+  report::ReportTable epoch_table{
+      "Epochs",
+      {"epoch", "train loss", "train acc", "test loss", "top-1", "top-5", "lr", "time", "img/s"},
+      {}};
   report::ReportTable decisions{"Grow/prune decisions", {"epoch", "layer", "action", "reason"}, {}};
   for (const json& e : epochs) {
-    epoch_table.rows.push_back({std::to_string(e["epoch"].get<int64_t>()), report::fmt(number(e["train"]["loss"]), 4),
-                                percent(number(e["train"]["acc"])), report::fmt(number(e["test"]["loss"]), 4),
-                                percent(number(e["test"]["top1"]), 2), percent(number(e["test"]["top5"]), 2),
-                                report::fmt(number(e["lr"]), 4), report::format_duration(number(e["train"]["seconds"])),
-                                report::fmt(number(e["train"]["img_per_s"]), 0)});
+    epoch_table.rows.push_back(
+        {std::to_string(e["epoch"].get<int64_t>()), report::fmt(number(e["train"]["loss"]), 4),
+         percent(number(e["train"]["acc"])), report::fmt(number(e["test"]["loss"]), 4),
+         percent(number(e["test"]["top1"]), 2), percent(number(e["test"]["top5"]), 2),
+         report::fmt(number(e["lr"]), 4), report::format_duration(number(e["train"]["seconds"])),
+         report::fmt(number(e["train"]["img_per_s"]), 0)});
     for (const json& layer : e["moe"])
       for (const json& d : layer["controller"])
-        decisions.rows.push_back({std::to_string(e["epoch"].get<int64_t>()), layer["layer"].get<std::string>(),
-                                  d["action"].get<std::string>(), d["reason"].get<std::string>()});
+        decisions.rows.push_back({std::to_string(e["epoch"].get<int64_t>()),
+                                  layer["layer"].get<std::string>(), d["action"].get<std::string>(),
+                                  d["reason"].get<std::string>()});
   }
-  std::vector<report::ReportTable> tables{epoch_table,
-                                          {"Experts (test set, last epoch)", expert_summary_header(),
-                                           expert_summary_rows(*ctx.model, eval)}};
+  std::vector<report::ReportTable> tables{
+      epoch_table,
+      {"Experts (test set, last epoch)", expert_summary_header(), expert_summary_rows(*ctx.model, eval)}};
   if (!decisions.rows.empty()) tables.push_back(decisions);
 
   int64_t parameters = 0;
@@ -261,19 +284,23 @@ std::vector<std::string> write_report(const ReportContext& ctx, const std::vecto
   const TrainConfig& c = ctx.config;
   const std::vector<std::pair<std::string, std::string>> summary{
       {"data", ctx.data_source},
-      {"model", c.backbone + (c.backbone == "cnn" ? " width " + std::to_string(c.width) : " dim " + std::to_string(c.vit_dim)) +
-                    ", MoE " + c.moe_placement + ", " + std::to_string(parameters) + " parameters"},
+      {"model",
+       c.backbone +
+           (c.backbone == "cnn" ? " width " + std::to_string(c.width) : " dim " + std::to_string(c.vit_dim)) +
+           ", MoE " + c.moe_placement + ", " + std::to_string(parameters) + " parameters"},
       {"routing", c.routing + ", top-" + std::to_string(c.top_k) + ", " + c.scoring + ", gate " + c.gate},
-      {"training", std::to_string(last["epoch"].get<int64_t>()) + " of " + std::to_string(c.epochs) + " epochs, batch " +
-                       std::to_string(c.batch_size) + ", " + c.optimizer + " lr " + report::fmt(c.lr, 4) + ", " + c.schedule},
+      {"training", std::to_string(last["epoch"].get<int64_t>()) + " of " + std::to_string(c.epochs) +
+                       " epochs, batch " + std::to_string(c.batch_size) + ", " + c.optimizer + " lr " +
+                       report::fmt(c.lr, 4) + ", " + c.schedule},
       {"test top-1 (last epoch)", percent(eval.top1, 2)},
       {"test top-5 (last epoch)", std::isfinite(eval.top5) ? percent(eval.top5, 2) : "-"},
-      {"best test top-1", percent(number(last["best_top1"]), 2) + " (epoch " + std::to_string(last["best_epoch"].get<int64_t>()) + ")"},
+      {"best test top-1", percent(number(last["best_top1"]), 2) + " (epoch " +
+                              std::to_string(last["best_epoch"].get<int64_t>()) + ")"},
       {"training time", report::format_duration(ctx.train_seconds)},
       {"files", "config.json, metrics.jsonl, last.safetensors, best.safetensors"}};
   const std::string html = (fs::path(ctx.run_dir) / "report.html").string();
-  report::write_report_html(html, "MoE training run: " + fs::path(ctx.run_dir).filename().string(), summary, tables,
-                            sections);
+  report::write_report_html(html, "MoE training run: " + fs::path(ctx.run_dir).filename().string(), summary,
+                            tables, sections);
   written.push_back(html);
   return written;
 }

@@ -2,10 +2,9 @@
 // terminal, and at the end the SVG plots and report.html (through examples/common), all made from
 // the records, so a resumed run's report covers its whole history.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "data/dataset.hpp"
 #include "examples/trainer/config.hpp"
@@ -29,7 +28,7 @@ struct ReportContext {
   std::string data_source;
   const data::ImageDataset* test = nullptr;
   const MoEClassifier* model = nullptr;
-  const Evaluation* last_eval = nullptr;   // the model's last test evaluation
+  const Evaluation* last_eval = nullptr;  // the model's last test evaluation
   double train_seconds = 0.0;
 };
 

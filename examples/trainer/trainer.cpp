@@ -95,7 +95,8 @@ void Trainer::setup(bool fresh) {
   stuck_detectors_.assign(model_->moe_layers().size(), moe::StuckGateDetector());
   if (fresh) {
     controller_inputs_ = nlohmann::ordered_json::array();
-    for (size_t l = 0; l < controllers_.size(); ++l) controller_inputs_.push_back(nlohmann::ordered_json::array());
+    for (size_t l = 0; l < controllers_.size(); ++l)
+      controller_inputs_.push_back(nlohmann::ordered_json::array());
     fs::create_directories(run_dir_);
     report::write_text_file((fs::path(run_dir_) / "config.json").string(), to_json(config_).dump(2) + "\n");
     metrics_ = std::make_unique<report::JsonlWriter>((fs::path(run_dir_) / "metrics.jsonl").string(), false);
@@ -103,9 +104,10 @@ void Trainer::setup(bool fresh) {
   int64_t parameters = 0;
   for (const Tensor& p : model_->parameters()) parameters += p.numel();
   log_ << "data: " << data_.source << "\n      " << data_.train.size() << " train / " << data_.test.size()
-       << " test images " << data_.train.channels << "x" << data_.train.height << "x" << data_.train.width << ", "
-       << data_.train.num_classes() << " classes"
-       << (has_superclasses(data_.train) ? ", " + std::to_string(data_.train.num_coarse()) + " superclasses" : "")
+       << " test images " << data_.train.channels << "x" << data_.train.height << "x" << data_.train.width
+       << ", " << data_.train.num_classes() << " classes"
+       << (has_superclasses(data_.train) ? ", " + std::to_string(data_.train.num_coarse()) + " superclasses"
+                                         : "")
        << "\nmodel: " << config_.backbone << " backbone, MoE " << config_.moe_placement << " ("
        << model_->moe_layers().size() << " layer(s) of " << model_->moe_layers().front()->num_experts()
        << " experts, top-" << config_.top_k << ", " << config_.routing << " routing), " << parameters
@@ -178,13 +180,21 @@ void Trainer::train_epoch() {
     if (step_ % config_.log_every == 0) {
       nlohmann::ordered_json moe = nlohmann::ordered_json::array();
       for (size_t l = 0; l < layers.size(); ++l)
-        moe.push_back({{"layer", model_->moe_layer_names()[l]}, {"fraction", window_routing[l].epoch().fraction}});
+        moe.push_back(
+            {{"layer", model_->moe_layer_names()[l]}, {"fraction", window_routing[l].epoch().fraction}});
       metrics_->write_line(nlohmann::ordered_json{
-          {"type", "step"}, {"epoch", epoch}, {"step", step_}, {"loss", window.mean_loss()},
-          {"acc", window.accuracy()}, {"aux_loss", window.mean_aux()}, {"lr", optimization_->lr()},
-          {"img_per_s", window.images / std::max(1e-9, seconds_since(window_start))}, {"moe", moe}}.dump());
+          {"type", "step"},
+          {"epoch", epoch},
+          {"step", step_},
+          {"loss", window.mean_loss()},
+          {"acc", window.accuracy()},
+          {"aux_loss", window.mean_aux()},
+          {"lr", optimization_->lr()},
+          {"img_per_s", window.images / std::max(1e-9, seconds_since(window_start))},
+          {"moe", moe}}.dump());
       window = Tally();
-      for (size_t l = 0; l < layers.size(); ++l) window_routing[l] = moe::StatsAccumulator(layers[l]->num_experts());
+      for (size_t l = 0; l < layers.size(); ++l)
+        window_routing[l] = moe::StatsAccumulator(layers[l]->num_experts());
       window_start = Clock::now();
     }
   }
@@ -194,9 +204,12 @@ void Trainer::train_epoch() {
               {"", report::fmt(epoch_tally.images / std::max(1e-9, seconds), 0) + " img/s"}});
   train_seconds_ += seconds;
 
-  nlohmann::ordered_json train{{"loss", epoch_tally.mean_loss()}, {"acc", epoch_tally.accuracy()},
-                               {"aux_loss", epoch_tally.mean_aux()}, {"images", epoch_tally.images},
-                               {"seconds", seconds}, {"img_per_s", epoch_tally.images / std::max(1e-9, seconds)}};
+  nlohmann::ordered_json train{{"loss", epoch_tally.mean_loss()},
+                               {"acc", epoch_tally.accuracy()},
+                               {"aux_loss", epoch_tally.mean_aux()},
+                               {"images", epoch_tally.images},
+                               {"seconds", seconds},
+                               {"img_per_s", epoch_tally.images / std::max(1e-9, seconds)}};
   std::vector<moe::StepStats> epoch_routing;
   for (const auto& r : routing) epoch_routing.push_back(r.epoch());
   const nlohmann::ordered_json record = end_of_epoch(train, epoch_routing, stuck_warnings);
@@ -224,24 +237,32 @@ nlohmann::ordered_json Trainer::end_of_epoch(const nlohmann::ordered_json& train
   for (size_t l = 0; l < layers.size(); ++l) {
     nlohmann::ordered_json hidden = nlohmann::ordered_json::array();
     for (const ExpertSpec& e : spec.moe_layers[l]) hidden.push_back(e.hidden);
-    moe.push_back({{"layer", model_->moe_layer_names()[l]}, {"experts", layers[l]->num_experts()},
-                   {"expert_hidden", hidden}, {"train", nlohmann::ordered_json::parse(routing[l].to_json())},
-                   {"stuck_warning", stuck_warnings[l]}, {"test", test["layers"][l]},
+    moe.push_back({{"layer", model_->moe_layer_names()[l]},
+                   {"experts", layers[l]->num_experts()},
+                   {"expert_hidden", hidden},
+                   {"train", nlohmann::ordered_json::parse(routing[l].to_json())},
+                   {"stuck_warning", stuck_warnings[l]},
+                   {"test", test["layers"][l]},
                    {"controller", nlohmann::ordered_json::array()}});
   }
   if (config_.controller) {
     bool changed = false;
     for (size_t l = 0; l < layers.size(); ++l) {
-      controller_inputs_[l].push_back({{"fraction", routing[l].fraction}, {"router_entropy", routing[l].router_entropy}});
-      for (const moe::ControllerDecision& d : controllers_[l].evaluate(*layers[l], routing[l], &optimization_->optimizer())) {
+      controller_inputs_[l].push_back(
+          {{"fraction", routing[l].fraction}, {"router_entropy", routing[l].router_entropy}});
+      for (const moe::ControllerDecision& d :
+           controllers_[l].evaluate(*layers[l], routing[l], &optimization_->optimizer())) {
         moe[l]["controller"].push_back(nlohmann::ordered_json::parse(d.to_json()));
         changed = true;
       }
     }
     if (changed) optimization_->rebuild(*model_);
   }
-  nlohmann::ordered_json record{{"type", "epoch"}, {"epoch", epochs_done_}, {"step", step_},
-                                {"lr", optimization_->lr()}, {"train", train}};
+  nlohmann::ordered_json record{{"type", "epoch"},
+                                {"epoch", epochs_done_},
+                                {"step", step_},
+                                {"lr", optimization_->lr()},
+                                {"train", train}};
   record["test"] = test;
   record["test"].erase("layers");
   record["moe"] = moe;

@@ -14,11 +14,10 @@
 #include <iosfwd>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "data/loader.hpp"
 #include "engine/generator.hpp"
@@ -65,8 +64,9 @@ class Trainer {
   // to `log`, the progress bar to `progress` (nullptr: stderr, redrawn in place on a terminal).
   Trainer(TrainConfig config, std::ostream& log, std::ostream* progress = nullptr);
   // Continues the run that `run_dir_or_checkpoint` belongs to, from its checkpoint.
-  static std::unique_ptr<Trainer> resume(const std::string& run_dir_or_checkpoint, const ResumeOverrides& overrides,
-                                         std::ostream& log, std::ostream* progress = nullptr);
+  static std::unique_ptr<Trainer> resume(const std::string& run_dir_or_checkpoint,
+                                         const ResumeOverrides& overrides, std::ostream& log,
+                                         std::ostream* progress = nullptr);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -76,9 +76,7 @@ class Trainer {
   void run();
 
   MoEClassifier& model() { return *model_; }
-  const TrainConfig& config() const { return config_; }
   const TrainingData& data() const { return data_; }
-  const std::string& run_dir() const { return run_dir_; }
   int64_t epochs_done() const { return epochs_done_; }
   const Evaluation& last_evaluation() const { return last_eval_; }
   Evaluation evaluate_test();
@@ -89,7 +87,8 @@ class Trainer {
           std::ostream* progress);
   void setup(bool fresh);
   void train_epoch();
-  nlohmann::ordered_json end_of_epoch(const nlohmann::ordered_json& train, const std::vector<moe::StepStats>& routing,
+  nlohmann::ordered_json end_of_epoch(const nlohmann::ordered_json& train,
+                                      const std::vector<moe::StepStats>& routing,
                                       const std::vector<std::string>& stuck_warnings);
   void save_checkpoint(const std::string& path) const;
   void restore(const nn::TrainingState& state);
