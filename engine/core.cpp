@@ -34,6 +34,16 @@ int64_t numel_of(const Shape& shape) {
   return n;
 }
 
+Split3 split_at(const Shape& shape, int64_t dim) {
+  Split3 r;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    if (d < dim) r.outer *= shape[d];
+    else if (d == dim) r.mid = shape[d];
+    else r.inner *= shape[d];
+  }
+  return r;
+}
+
 Shape contiguous_strides(const Shape& shape) {
   Shape strides(shape.size());
   int64_t st = 1;

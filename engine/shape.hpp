@@ -16,4 +16,10 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 // Wraps a possibly negative dim into [0, ndim); throws naming `op` when out of range.
 int64_t wrap_dim(const char* op, int64_t dim, int64_t ndim);
 
+// A contiguous tensor seen as [outer, size(dim), inner]: how kernels along one dim index it.
+struct Split3 {
+  int64_t outer = 1, mid = 1, inner = 1;
+};
+Split3 split_at(const Shape& shape, int64_t dim);
+
 }  // namespace mg

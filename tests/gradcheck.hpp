@@ -22,6 +22,32 @@ struct GradcheckOptions {
   double rtol = 1e-5;
 };
 
+// Compares each float64 tensor's .grad (from one backward of the objective) with central
+// differences of objective(), perturbing its elements in place one at a time.
+inline void check_against_central_differences(const mg::TensorList& tensors,
+                                              const std::function<double()>& objective,
+                                              const GradcheckOptions& opt, const char* kind) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const mg::Tensor& t = tensors[i];
+    if (!t.is_floating_point()) continue;
+    INFO(kind << " " << i << " of shape " << mg::shape_str(t.sizes()));
+    const std::vector<double> analytic =
+        t.grad().defined() ? t.grad().to_vector<double>() : std::vector<double>(t.numel(), 0.0);
+    double* data = t.data_ptr<double>();
+    for (int64_t k = 0; k < t.numel(); ++k) {
+      const double saved = data[k];
+      data[k] = saved + opt.eps;
+      const double plus = objective();
+      data[k] = saved - opt.eps;
+      const double minus = objective();
+      data[k] = saved;
+      const double numeric = (plus - minus) / (2 * opt.eps);
+      INFO("element " << k << ": analytic " << analytic[k] << ", numeric " << numeric);
+      CHECK(std::abs(analytic[k] - numeric) <= opt.atol + opt.rtol * std::abs(numeric));
+    }
+  }
+}
+
 inline void gradcheck(const std::string& name, const std::function<mg::Tensor(const mg::TensorList&)>& f,
                       const mg::TensorList& inputs, GradcheckOptions opt = {}) {
   INFO("gradcheck of " << name);
@@ -41,30 +67,30 @@ inline void gradcheck(const std::string& name, const std::function<mg::Tensor(co
   mg::Generator gen(1234);
   const mg::Tensor w = mg::randn(out.sizes(), mg::kFloat64, &gen);
   (out.to(mg::kFloat64) * w).sum().backward();
-
-  auto objective = [&]() {
+  check_against_central_differences(leaves, [&] {
     mg::NoGradGuard no_grad;
     return (f(leaves).to(mg::kFloat64) * w).sum().item();
-  };
-  for (size_t i = 0; i < leaves.size(); ++i) {
-    mg::Tensor leaf = leaves[i];
-    if (!leaf.is_floating_point()) continue;
-    INFO("input " << i << " of shape " << mg::shape_str(leaf.sizes()));
-    const std::vector<double> analytic =
-        leaf.grad().defined() ? leaf.grad().to_vector<double>() : std::vector<double>(leaf.numel(), 0.0);
-    double* data = leaf.data_ptr<double>();
-    for (int64_t k = 0; k < leaf.numel(); ++k) {
-      const double saved = data[k];
-      data[k] = saved + opt.eps;
-      const double plus = objective();
-      data[k] = saved - opt.eps;
-      const double minus = objective();
-      data[k] = saved;
-      const double numeric = (plus - minus) / (2 * opt.eps);
-      INFO("element " << k << ": analytic " << analytic[k] << ", numeric " << numeric);
-      CHECK(std::abs(analytic[k] - numeric) <= opt.atol + opt.rtol * std::abs(numeric));
-    }
+  }, opt, "input");
+}
+
+// The same check for float64 tensors that live inside a module (parameters): f() takes no
+// arguments and reads them in place.
+inline void gradcheck_params(const std::string& name, const std::function<mg::Tensor()>& f,
+                             const mg::TensorList& params, GradcheckOptions opt = {}) {
+  INFO("parameter gradcheck of " << name);
+  for (mg::Tensor p : params) {
+    REQUIRE(p.dtype() == mg::kFloat64);
+    p.set_grad(mg::Tensor());
   }
+  mg::Tensor out = f();
+  REQUIRE(out.requires_grad());
+  mg::Generator gen(4321);
+  const mg::Tensor w = mg::randn(out.sizes(), mg::kFloat64, &gen);
+  (out * w).sum().backward();
+  check_against_central_differences(params, [&] {
+    mg::NoGradGuard no_grad;
+    return (f() * w).sum().item();
+  }, opt, "parameter");
 }
 
 // Element-wise comparison of two tensors with atol + rtol * |expected|.

@@ -20,6 +20,7 @@ using mg::moe::Routing;
 using mg::moe::RoutingMode;
 using mg::moe::Scoring;
 using mgtest::gradcheck;
+using mgtest::gradcheck_params;
 using mgtest::require_close;
 
 namespace {
@@ -47,44 +48,6 @@ RouterConfig config(int64_t D, int64_t E, int64_t k, Scoring scoring = Scoring::
 const std::vector<Scoring> kAllScorings = {Scoring::SoftmaxTopK, Scoring::TopKSoftmax, Scoring::Sigmoid};
 const char* scoring_name(Scoring s) {
   return s == Scoring::SoftmaxTopK ? "SoftmaxTopK" : s == Scoring::TopKSoftmax ? "TopKSoftmax" : "Sigmoid";
-}
-
-// gradcheck.hpp's scheme for tensors that live inside a module: backward once, then perturb each
-// parameter element in place and difference the same objective sum(f() * w).
-void gradcheck_params(const std::string& name, const std::function<Tensor()>& f,
-                      const std::vector<Tensor>& params, mgtest::GradcheckOptions opt = {}) {
-  INFO("parameter gradcheck of " << name);
-  for (Tensor p : params) {
-    REQUIRE(p.dtype() == mg::kFloat64);
-    p.set_grad(Tensor());
-  }
-  Tensor out = f();
-  REQUIRE(out.requires_grad());
-  mg::Generator gen(4321);
-  const Tensor w = mg::randn(out.sizes(), mg::kFloat64, &gen);
-  (out * w).sum().backward();
-  auto objective = [&] {
-    mg::NoGradGuard no_grad;
-    return (f() * w).sum().item();
-  };
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& p = params[i];
-    INFO("parameter " << i << " of shape " << mg::shape_str(p.sizes()));
-    const std::vector<double> analytic =
-        p.grad().defined() ? p.grad().to_vector<double>() : std::vector<double>(p.numel(), 0.0);
-    double* data = p.data_ptr<double>();
-    for (int64_t k = 0; k < p.numel(); ++k) {
-      const double saved = data[k];
-      data[k] = saved + opt.eps;
-      const double plus = objective();
-      data[k] = saved - opt.eps;
-      const double minus = objective();
-      data[k] = saved;
-      const double numeric = (plus - minus) / (2 * opt.eps);
-      INFO("element " << k << ": analytic " << analytic[k] << ", numeric " << numeric);
-      CHECK(std::abs(analytic[k] - numeric) <= opt.atol + opt.rtol * std::abs(numeric));
-    }
-  }
 }
 
 // Routes x twice under the same generator state (the noise draw repeats), for gradchecks of

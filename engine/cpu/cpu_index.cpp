@@ -13,20 +13,6 @@
 namespace mg::cpu {
 namespace {
 
-// A contiguous tensor seen as [outer, size(dim), inner].
-struct Split3 {
-  int64_t outer = 1, mid = 1, inner = 1;
-};
-Split3 split_at(const Shape& s, int64_t dim) {
-  Split3 r;
-  for (int64_t d = 0; d < static_cast<int64_t>(s.size()); ++d) {
-    if (d < dim) r.outer *= s[d];
-    else if (d == dim) r.mid = s[d];
-    else r.inner *= s[d];
-  }
-  return r;
-}
-
 // Offset in `x` (contiguous strides xs) of the element at index-tensor position `linear`, with
 // the coordinate along dim replaced by `target`.
 int64_t remapped_offset(int64_t linear, const Shape& index_sizes, const Shape& xs, int64_t dim,

@@ -9,28 +9,8 @@ namespace {
 using math::BinaryOp;
 using math::UnaryOp;
 using math::UnaryParams;
-
-template <class F>
-void with_unary_functor(UnaryOp op, const F& f) {
-  switch (op) {
-#define MG_CASE(name, functor) \
-  case UnaryOp::name:          \
-    return f(math::functor{});
-    MG_FOR_EACH_UNARY_OP(MG_CASE)
-#undef MG_CASE
-  }
-}
-
-template <class F>
-void with_binary_functor(BinaryOp op, const F& f) {
-  switch (op) {
-#define MG_CASE(name, functor) \
-  case BinaryOp::name:         \
-    return f(math::functor{});
-    MG_FOR_EACH_BINARY_OP(MG_CASE)
-#undef MG_CASE
-  }
-}
+using math::with_binary_functor;
+using math::with_unary_functor;
 
 template <class T, class F>
 __global__ void unary_kernel(F f, UnaryParams p, StridedGeometry<2> g, T* out, const T* x,

@@ -11,20 +11,6 @@
 namespace mg::cuda {
 namespace {
 
-// A contiguous tensor seen as [outer, size(dim), inner].
-struct Split3 {
-  int64_t outer = 1, mid = 1, inner = 1;
-};
-Split3 split_at(const Shape& s, int64_t dim) {
-  Split3 r;
-  for (int64_t d = 0; d < static_cast<int64_t>(s.size()); ++d) {
-    if (d < dim) r.outer *= s[d];
-    else if (d == dim) r.mid = s[d];
-    else r.inner *= s[d];
-  }
-  return r;
-}
-
 template <class T>
 __global__ void index_select_kernel(const T* x, const int32_t* index, T* out, Split3 s,
                                     int64_t n_index, int64_t total) {

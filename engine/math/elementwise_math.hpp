@@ -200,4 +200,28 @@ struct LeOp { template <class T> MG_HOST_DEVICE T operator()(T a, T b) const { r
 struct GtOp { template <class T> MG_HOST_DEVICE T operator()(T a, T b) const { return T(a > b); } };
 struct GeOp { template <class T> MG_HOST_DEVICE T operator()(T a, T b) const { return T(a >= b); } };
 
+// Calls f with the functor of `op` (host side: a backend picks the functor once, then runs its
+// loop or kernel with it), so every backend maps ops to functors the same way.
+template <class F>
+void with_unary_functor(UnaryOp op, const F& f) {
+  switch (op) {
+#define MG_CASE(name, functor) \
+  case UnaryOp::name:          \
+    return f(functor{});
+    MG_FOR_EACH_UNARY_OP(MG_CASE)
+#undef MG_CASE
+  }
+}
+
+template <class F>
+void with_binary_functor(BinaryOp op, const F& f) {
+  switch (op) {
+#define MG_CASE(name, functor) \
+  case BinaryOp::name:         \
+    return f(functor{});
+    MG_FOR_EACH_BINARY_OP(MG_CASE)
+#undef MG_CASE
+  }
+}
+
 }  // namespace mg::math
