@@ -50,6 +50,17 @@ class StatsAccumulator {
   int64_t oracle_agree_ = 0, oracle_total_ = 0;
 };
 
+// Expert numbers are arbitrary: whether routing follows a grouping of the inputs (superclasses,
+// domains) is measured up to the best one-to-one group -> expert map, the one maximizing the share
+// of inputs whose top-1 expert is their group's expert. Solved exactly (the Hungarian algorithm:
+// Kuhn 1955, Munkres 1957); with more groups than experts, the groups that add least get none.
+struct GroupAssignment {
+  std::vector<int64_t> expert_of_group;  // distinct experts; -1 for a group left without one
+  double agreement = 0;                  // share of inputs routed to their group's expert
+};
+// group_by_expert[g][e]: inputs of group g whose top-1 expert was e.
+GroupAssignment best_assignment(const std::vector<std::vector<double>>& group_by_expert);
+
 // Warns when one expert takes more than `max_share` of the assignments for `patience`
 // consecutive steps: the gate has collapsed onto it.
 class StuckGateDetector {

@@ -8,7 +8,9 @@
 // the grouped path does not recognize, computing the very same function).
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 #include <map>
 
 #include "engine/cpu/gemm_f32.hpp"
@@ -684,4 +686,35 @@ TEST_CASE("a BatchNorm expert routed a single input in training names itself in 
                         Catch::Contains("more than 1 value per channel"));
   // two inputs each: fine
   CHECK(layer.forward(x, mg::from_vector<int32_t>({0, 0, 1, 1}, {4}, mg::kInt32)).sizes() == mg::Shape{4, 4});
+}
+
+TEST_CASE("best_assignment finds the best one-to-one group -> expert map", "[moe][stats]") {
+  // Brute force over every injective map on random count tables, square and not.
+  mg::Generator gen(5);
+  for (auto [G, E] : {std::pair<int, int>{4, 4}, {5, 3}, {3, 6}}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      const std::vector<double> flat = (mg::rand({G * E}, mg::kFloat64, &gen) * 100).to_vector<double>();
+      std::vector<std::vector<double>> counts(G, std::vector<double>(E));
+      double total = 0;
+      for (int g = 0; g < G; ++g)
+        for (int e = 0; e < E; ++e) total += counts[g][e] = std::floor(flat[g * E + e]);
+      // best over maps: permute the larger side, pair the first min(G, E) of it with the other
+      const int n = std::max(G, E), k = std::min(G, E);
+      std::vector<int> perm(n);
+      for (int i = 0; i < n; ++i) perm[i] = i;
+      double best = 0;
+      do {
+        double agreed = 0;
+        for (int i = 0; i < k; ++i) agreed += G <= E ? counts[i][perm[i]] : counts[perm[i]][i];
+        best = std::max(best, agreed);
+      } while (std::next_permutation(perm.begin(), perm.end()));
+      const mg::moe::GroupAssignment a = mg::moe::best_assignment(counts);
+      CHECK(a.agreement == Approx(best / total));
+      std::set<int64_t> experts;
+      for (int64_t e : a.expert_of_group)
+        if (e >= 0) CHECK(experts.insert(e).second);
+      CHECK(static_cast<int>(experts.size()) == k);
+    }
+  }
+  CHECK(mg::moe::best_assignment({}).expert_of_group.empty());
 }

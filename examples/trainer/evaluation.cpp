@@ -35,43 +35,18 @@ double aligned_agreement(const std::vector<std::vector<int64_t>>& superclass_by_
   if (superclass_by_expert.empty() || oracle_map.size() < superclass_by_expert.size()) return NAN;
   const size_t E = superclass_by_expert.front().size();
   // counts[o][e]: inputs the oracle sends to expert o that the router sent to expert e
-  std::vector<std::vector<int64_t>> counts(E, std::vector<int64_t>(E, 0));
-  int64_t total = 0;
+  std::vector<std::vector<double>> counts(E, std::vector<double>(E, 0.0));
+  double total = 0;
   for (size_t s = 0; s < superclass_by_expert.size(); ++s) {
     const auto o = static_cast<size_t>(oracle_map[s]);
     if (o >= E) return NAN;  // a map for more experts than the layer has now (after a prune)
     for (size_t e = 0; e < E; ++e) {
-      counts[o][e] += superclass_by_expert[s][e];
-      total += superclass_by_expert[s][e];
+      counts[o][e] += static_cast<double>(superclass_by_expert[s][e]);
+      total += static_cast<double>(superclass_by_expert[s][e]);
     }
   }
   if (total == 0) return NAN;
-  int64_t best = 0;
-  if (E <= 8) {
-    std::vector<size_t> perm(E);
-    for (size_t i = 0; i < E; ++i) perm[i] = i;
-    do {
-      int64_t agree = 0;
-      for (size_t o = 0; o < E; ++o) agree += counts[o][perm[o]];
-      best = std::max(best, agree);
-    } while (std::next_permutation(perm.begin(), perm.end()));
-  } else {
-    std::vector<bool> oracle_used(E, false), expert_used(E, false);
-    for (size_t round = 0; round < E; ++round) {
-      size_t bo = 0, be = 0;
-      int64_t most = -1;
-      for (size_t o = 0; o < E; ++o)
-        for (size_t e = 0; e < E; ++e)
-          if (!oracle_used[o] && !expert_used[e] && counts[o][e] > most) {
-            most = counts[o][e];
-            bo = o;
-            be = e;
-          }
-      oracle_used[bo] = expert_used[be] = true;
-      best += most;
-    }
-  }
-  return double(best) / total;
+  return moe::best_assignment(counts).agreement;
 }
 
 Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const data::TransformPtr& transform,

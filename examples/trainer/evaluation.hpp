@@ -43,14 +43,14 @@ struct Evaluation {
 Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const data::TransformPtr& transform,
                     int64_t batch_size, int64_t workers);
 
-// The per-expert table (`--expert-summary`): sizes, parameters, frozen, share and accuracy of the
-// inputs each expert takes, as rows of strings under the returned header.
 // The largest share of inputs whose top-1 expert is perm(oracle_map[superclass]) over permutations
-// perm of the E experts; superclass_by_expert [S][E] counts. Exact (every permutation) up to 8
-// experts, a greedy match of the largest counts beyond. NaN when the map names an expert >= E.
+// perm of the E experts (moe::best_assignment, exact); superclass_by_expert [S][E] counts. NaN when
+// the map names an expert >= E.
 double aligned_agreement(const std::vector<std::vector<int64_t>>& superclass_by_expert,
                          const std::vector<int32_t>& oracle_map);
 
+// The per-expert table (`--expert-summary`): sizes, parameters, frozen, share and accuracy of the
+// inputs each expert takes, as rows of strings under the returned header.
 std::vector<std::string> expert_summary_header();
 std::vector<std::vector<std::string>> expert_summary_rows(const MoEClassifier& model, const Evaluation& eval);
 

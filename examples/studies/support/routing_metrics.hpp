@@ -4,8 +4,8 @@
 // Expert numbers are arbitrary: a router that sends every footwear image to expert 2 has
 // specialized exactly as well as one that sends them to expert 0. So agreement is measured up to
 // the best one-to-one map of groups to experts: the map that maximizes the share of inputs whose
-// top-1 expert is their group's expert (an assignment problem, solved exactly with the Hungarian
-// algorithm: Kuhn 1955, Munkres 1957).
+// top-1 expert is their group's expert (an assignment problem, solved exactly by
+// moe::best_assignment).
 //
 // What that share would be by chance is itself not 1/E: the best map is chosen after the fact,
 // and a router that keeps each class on one expert groups the classes somehow. The chance level
@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "moe/stats.hpp"
+
 namespace mg::study {
 
 using CountMatrix = std::vector<std::vector<int64_t>>;  // [class][expert]
@@ -23,14 +25,9 @@ using CountMatrix = std::vector<std::vector<int64_t>>;  // [class][expert]
 std::vector<std::vector<double>> group_by_expert(const CountMatrix& class_by_expert,
                                                  const std::vector<int32_t>& class_to_group, int64_t num_groups);
 
-struct GroupAssignment {
-  std::vector<int64_t> expert_of_group;  // distinct experts; -1 for a group left without one
-  double agreement = 0;                  // share of inputs routed to their group's expert
-};
-
-// The one-to-one group -> expert map with the largest agreement. With more groups than experts,
-// the groups that add least are left without one.
-GroupAssignment best_assignment(const std::vector<std::vector<double>>& group_by_expert);
+// The best one-to-one group -> expert map (the Hungarian algorithm: Kuhn 1955, Munkres 1957).
+using moe::best_assignment;
+using moe::GroupAssignment;
 
 struct ChanceAgreement {
   double mean = 0, p95 = 0;  // of the best-map agreement over the shuffles
