@@ -4,9 +4,15 @@
 // whose rows or columns are contiguous (plain or transposed) is used in place; any other layout
 // is first copied to a contiguous scratch tensor. Float32 uses TF32 tensor cores only when
 // mg::cuda::set_allow_tf32(true) (off by default, as torch).
+//
+// cuBLAS is loaded with dlopen on the first GEMM, not linked: mapping and relocating libcublas and
+// libcublasLt costs ~150 MB of resident memory at process start, which every program of a
+// CUDA-enabled build would pay even when it never touches a GPU.
 #include <cublas_v2.h>
+#include <dlfcn.h>
 
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "engine/cuda/cuda_common.cuh"
@@ -15,9 +21,51 @@
 namespace mg::cuda {
 namespace {
 
+// cublas_v2.h maps the names to versioned symbols (cublasCreate -> cublasCreate_v2); stringify
+// after expansion to look up the symbol the header declares.
+#define MG_CUBLAS_NAME(fn) MG_CUBLAS_STR(fn)
+#define MG_CUBLAS_STR(fn) #fn
+
+struct Cublas {
+  decltype(&cublasCreate) create = nullptr;
+  decltype(&cublasSetStream) set_stream = nullptr;
+  decltype(&cublasSetMathMode) set_math_mode = nullptr;
+  decltype(&cublasGetStatusString) status_string = nullptr;
+  decltype(&cublasSgemmStridedBatched) sgemm_strided_batched = nullptr;
+  decltype(&cublasDgemmStridedBatched) dgemm_strided_batched = nullptr;
+};
+
+// The library of the toolkit this was built with: by soname (the loader's search path), else at
+// the toolkit's own location. Never unloaded: handles live until exit.
+const Cublas& cublas() {
+  static const Cublas api = [] {
+    std::string tried;
+    void* lib = nullptr;
+    for (const char* path : {MG_CUBLAS_SONAME, MG_CUBLAS_PATH}) {
+      lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+      if (lib != nullptr) break;
+      tried += detail::concat("\n  ", path, ": ", dlerror());
+    }
+    MG_CHECK(lib != nullptr, "cuda: cannot load cuBLAS, which every GEMM on the GPU needs:", tried);
+    Cublas a;
+    auto bind = [&](auto& entry, const char* name) {
+      entry = reinterpret_cast<std::remove_reference_t<decltype(entry)>>(dlsym(lib, name));
+      MG_CHECK(entry != nullptr, "cuda: ", MG_CUBLAS_SONAME, " has no symbol ", name);
+    };
+    bind(a.create, MG_CUBLAS_NAME(cublasCreate));
+    bind(a.set_stream, MG_CUBLAS_NAME(cublasSetStream));
+    bind(a.set_math_mode, MG_CUBLAS_NAME(cublasSetMathMode));
+    bind(a.status_string, MG_CUBLAS_NAME(cublasGetStatusString));
+    bind(a.sgemm_strided_batched, MG_CUBLAS_NAME(cublasSgemmStridedBatched));
+    bind(a.dgemm_strided_batched, MG_CUBLAS_NAME(cublasDgemmStridedBatched));
+    return a;
+  }();
+  return api;
+}
+
 void check_cublas(cublasStatus_t status, const char* what) {
   MG_CHECK(status == CUBLAS_STATUS_SUCCESS, "cuda: ", what, " failed: ",
-           cublasGetStatusString(status));
+           cublas().status_string(status));
 }
 
 cublasHandle_t handle_for(int device) {
@@ -26,11 +74,11 @@ cublasHandle_t handle_for(int device) {
   std::lock_guard<std::mutex> lock(mutex);
   cublasHandle_t& h = handles.at(static_cast<size_t>(device));
   if (h == nullptr) {
-    check_cublas(cublasCreate(&h), "cublasCreate");
-    check_cublas(cublasSetStream(h, stream_for(device)), "cublasSetStream");
+    check_cublas(cublas().create(&h), "cublasCreate");
+    check_cublas(cublas().set_stream(h, stream_for(device)), "cublasSetStream");
   }
   const cublasMath_t mode = allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
-  check_cublas(cublasSetMathMode(h, mode), "cublasSetMathMode");
+  check_cublas(cublas().set_math_mode(h, mode), "cublasSetMathMode");
   return h;
 }
 
@@ -79,12 +127,12 @@ void gemm(int device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
   const auto ld_second = static_cast<int>(std::max<int64_t>(lda, 1));
   const auto ld_out = static_cast<int>(std::max<int64_t>(ldc, 1));
   if constexpr (std::is_same_v<T, float>) {
-    check_cublas(cublasSgemmStridedBatched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B,
+    check_cublas(cublas().sgemm_strided_batched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B,
                                            ld_first, stride_b, A, ld_second, stride_a, &beta, C,
                                            ld_out, stride_c, static_cast<int>(batch)),
                  "cublasSgemmStridedBatched");
   } else {
-    check_cublas(cublasDgemmStridedBatched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B,
+    check_cublas(cublas().dgemm_strided_batched(h, op(trans_b), op(trans_a), m, n, k, &alpha, B,
                                            ld_first, stride_b, A, ld_second, stride_a, &beta, C,
                                            ld_out, stride_c, static_cast<int>(batch)),
                  "cublasDgemmStridedBatched");
