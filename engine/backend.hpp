@@ -152,6 +152,14 @@ class Backend {
   virtual void sort_rows(const Tensor& x, bool descending, const Tensor& values,
                          const Tensor& indices) = 0;
 
+  // ---- stable counting sort of a contiguous int32 `keys` [n] into buckets 0 .. B-1 (B =
+  // num_buckets): writes to out [n] (int32) the positions i, bucket by bucket, each bucket in
+  // increasing i and cut after its first `limit` keys, and returns how many keys each bucket got
+  // before the cut, [B + 1], the last entry counting keys outside [0, B) (not placed). The counts
+  // come back to the host because they size every bucket's slice (the MoE experts' batches).
+  virtual std::vector<int64_t> bucket_sort(const Tensor& keys, int64_t num_buckets, int64_t limit,
+                                           const Tensor& out) = 0;
+
   // ---- grouped Linear -> ReLU -> Linear on contiguous tensors (the MoE experts' FFN): for each
   // group's rows, h = relu(x W1^T + b1) (kept for the backward) and y = h W2^T + b2. The backward
   // writes every defined output: grad_x [P, D] and the groups' weight gradients.

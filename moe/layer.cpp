@@ -28,13 +28,15 @@
 namespace mg::moe {
 namespace {
 
-// ---------------------------------------------------------------- dispatch plan (host side)
+// ---------------------------------------------------------------- dispatch plan
 
 // The kept (input, slot) pairs grouped by expert: expert e's pairs are [offset[e], offset[e+1]),
 // in input order (the counting sort is stable), so capacity keeps each expert's first inputs.
+// The pairs stay on the routing's device; only the counts come to the host, as they size the
+// experts' batches.
 struct DispatchPlan {
-  std::vector<int32_t> token;           // [P] input of each kept pair
-  std::vector<int32_t> pair;            // [P] its flat position t * k + j in indices / weights
+  Tensor token;                         // int32 [P] input of each kept pair
+  Tensor pair;                          // int32 [P] its flat position t * k + j in indices / weights
   std::vector<int64_t> offset;          // [E + 1]
   std::vector<int64_t> tokens_per_expert;
   int64_t dropped = 0;
@@ -50,34 +52,20 @@ int64_t expert_capacity(double capacity_factor, int64_t T, int64_t k, int64_t E)
 
 DispatchPlan plan_dispatch(const Tensor& indices, int64_t E, double capacity_factor) {
   const int64_t T = indices.size(0), k = indices.size(1);
-  // Planned on the host: the counts decide the slices every expert then runs on.
-  const Tensor idx = indices.to(Device::cpu()).contiguous();
-  const int32_t* expert_of = idx.data_ptr<int32_t>();
-  std::vector<int64_t> routed(E, 0);
-  for (int64_t p = 0; p < T * k; ++p) {
-    const int32_t e = expert_of[p];
-    MG_CHECK(e >= 0 && e < E, "MoELayer: the router chose expert ", e, " of ", E);
-    ++routed[e];
+  Buckets buckets;
+  try {
+    buckets = bucket_by_key(indices.reshape({T * k}), E, expert_capacity(capacity_factor, T, k, E));
+  } catch (const Error& error) {
+    throw Error(detail::concat("MoELayer: the router chose experts outside [0, ", E, "): ", error.what()));
   }
-  const int64_t capacity = expert_capacity(capacity_factor, T, k, E);
   DispatchPlan plan;
+  plan.pair = buckets.position;
+  plan.token = k == 1 ? plan.pair : div(plan.pair, full({}, static_cast<double>(k), plan.pair.options()));
+  plan.tokens_per_expert = buckets.kept;
   plan.offset.assign(E + 1, 0);
-  plan.tokens_per_expert.resize(E);
   for (int64_t e = 0; e < E; ++e) {
-    plan.tokens_per_expert[e] = std::min(routed[e], capacity);
-    plan.offset[e + 1] = plan.offset[e] + plan.tokens_per_expert[e];
-    plan.dropped += routed[e] - plan.tokens_per_expert[e];
-  }
-  const int64_t P = plan.offset[E];
-  plan.token.resize(P);
-  plan.pair.resize(P);
-  std::vector<int64_t> next(plan.offset.begin(), plan.offset.end() - 1);
-  for (int64_t p = 0; p < T * k; ++p) {
-    const int32_t e = expert_of[p];
-    if (next[e] == plan.offset[e + 1]) continue;  // over capacity: dropped
-    plan.token[next[e]] = static_cast<int32_t>(p / k);
-    plan.pair[next[e]] = static_cast<int32_t>(p);
-    ++next[e];
+    plan.offset[e + 1] = plan.offset[e] + buckets.kept[e];
+    plan.dropped += buckets.total[e] - buckets.kept[e];
   }
   return plan;
 }
@@ -269,14 +257,9 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
     MG_CHECK(labels.dtype() == kInt32 && (labels.numel() == B || labels.numel() == T),
              "MoELayer: labels must be int32 [B] (or one per token, [B, N]), got ",
              dtype_name(labels.dtype()), " ", shape_str(labels.sizes()), " for input ", shape_str(x.sizes()));
-    if (labels.numel() == T) {
-      token_labels = labels.reshape({T});
-    } else {
-      const std::vector<int32_t> per_example = labels.to_vector<int32_t>();
-      std::vector<int32_t> per_token(T);
-      for (int64_t t = 0; t < T; ++t) per_token[t] = per_example[t / N];
-      token_labels = from_vector(per_token, {T}, kInt32).to(x.device());
-    }
+    token_labels = (labels.numel() == T ? labels.reshape({T})
+                                        : labels.reshape({B, 1}).expand({B, N}).reshape({T}))
+                       .to(x.device());
   }
 
   Routing routing;
@@ -289,8 +272,7 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
   {
     MG_PROFILE("moe_dispatch");
     plan = plan_dispatch(routing.indices, E, config_.capacity_factor);
-    const int64_t P = static_cast<int64_t>(plan.token.size());
-    token_index = from_vector(plan.token, {P}, kInt32).to(x.device());
+    token_index = plan.token;
     xs = index_select(tokens, 0, token_index);
   }
 
@@ -328,8 +310,7 @@ Tensor MoELayer::forward(const Tensor& x, const Tensor& labels) {
     MG_PROFILE("moe_combine");
     out = zeros({T, D_out}, x.options());
     if (expert_out.defined()) {
-      const int64_t P = expert_out.size(0);
-      Tensor pair_weight = index_select(routing.weights.reshape({-1}), 0, from_vector(plan.pair, {P}, kInt32).to(x.device()));
+      Tensor pair_weight = index_select(routing.weights.reshape({-1}), 0, plan.pair);
       if (pair_weight.dtype() != expert_out.dtype()) pair_weight = pair_weight.to(expert_out.dtype());
       out = index_add(out, 0, token_index, expert_out * pair_weight.unsqueeze(1));
     }

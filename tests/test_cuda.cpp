@@ -363,6 +363,26 @@ TEST_CASE("cuda: random tensors and dropout draw the CPU's numbers for a seed", 
   }
 }
 
+TEST_CASE("cuda: the counting sort into buckets gives the CPU's order and counts", "[cuda]") {
+  MG_REQUIRE_CUDA_DEVICE();
+  mg::Generator g(9);
+  // several chunks of 256 keys, with keys outside the buckets in the counts' last entry
+  for (int64_t n : {1, 255, 256, 1000, 70000}) {
+    const Tensor keys = mg::randint(0, 13, {n}, mg::kInt32, &g);
+    for (int64_t limit : {int64_t(-1), int64_t(0), n / 20}) {
+      const mg::Buckets cpu = mg::bucket_by_key(keys, 13, limit);
+      const mg::Buckets gpu = mg::bucket_by_key(keys.to(mg::Device::cuda()), 13, limit);
+      CHECK(gpu.position.device() == mg::Device::cuda());
+      CHECK(gpu.position.to_vector<int32_t>() == cpu.position.to_vector<int32_t>());
+      CHECK(gpu.total == cpu.total);
+      CHECK(gpu.kept == cpu.kept);
+    }
+  }
+  CHECK_THROWS_WITH(mg::bucket_by_key(mg::from_vector(std::vector<int32_t>{0, 5, 1}, {3}, mg::kInt32)
+                                          .to(mg::Device::cuda()), 3),
+                    Catch::Matchers::Contains("1 of 3 keys are outside the buckets [0, 3)"));
+}
+
 TEST_CASE("cuda: copies between devices keep values, dtypes and strides", "[cuda]") {
   MG_REQUIRE_CUDA_DEVICE();
   const Tensor x = mg::arange(24.0, mg::kFloat64).reshape({2, 3, 4});

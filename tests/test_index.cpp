@@ -228,6 +228,37 @@ TEST_CASE("sort: gradients", "[index]") {
   }, {randn64({3, 4}, 21)});
 }
 
+// ---------------------------------------------------------------- bucket_by_key
+
+TEST_CASE("bucket_by_key: a stable counting sort with a cut per bucket", "[index]") {
+  const Tensor keys = i32({2, 0, 2, 1, 0, 2, 2, 0});
+  const mg::Buckets all = mg::bucket_by_key(keys, 4);
+  CHECK(ints(all.position) == std::vector<int32_t>{1, 4, 7, 3, 0, 2, 5, 6});
+  CHECK(all.total == std::vector<int64_t>{3, 1, 4, 0});
+  CHECK(all.kept == all.total);
+
+  // the cut keeps each bucket's first positions: the MoE capacity
+  const mg::Buckets cut = mg::bucket_by_key(keys, 4, 2);
+  CHECK(ints(cut.position) == std::vector<int32_t>{1, 4, 3, 0, 2});
+  CHECK(cut.total == std::vector<int64_t>{3, 1, 4, 0});
+  CHECK(cut.kept == std::vector<int64_t>{2, 1, 2, 0});
+  CHECK(mg::bucket_by_key(keys, 3, 0).position.numel() == 0);
+
+  // the same order as a stable argsort, on a strided view too
+  mg::Generator g(5);
+  const Tensor many = mg::randint(0, 7, {2, 1000}, mg::kInt32, &g).select(0, 1);
+  CHECK(ints(mg::bucket_by_key(many, 7).position) == ints(many.argsort()));
+  CHECK(mg::bucket_by_key(i32({}, {0}), 3).total == std::vector<int64_t>{0, 0, 0});
+}
+
+TEST_CASE("bucket_by_key: bad keys are counted and named", "[index]") {
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(mg::bucket_by_key(i32({0, 3, -1, 1}), 3),
+                    Contains("bucket_by_key: 2 of 4 keys are outside the buckets [0, 3)"));
+  CHECK_THROWS_WITH(mg::bucket_by_key(f64({0, 1}, {2}), 3), Contains("keys must be 1-d int32, got float64 [2]"));
+  CHECK_THROWS_WITH(mg::bucket_by_key(i32({0, 1}), 0), Contains("num_buckets must be >= 1"));
+}
+
 // ---------------------------------------------------------------- cat / stack
 
 TEST_CASE("cat and stack: shapes and values", "[index]") {

@@ -53,6 +53,8 @@ class CpuBackend final : public Backend {
                  const Tensor& indices) override;
   void sort_rows(const Tensor& x, bool descending, const Tensor& values,
                  const Tensor& indices) override;
+  std::vector<int64_t> bucket_sort(const Tensor& keys, int64_t num_buckets, int64_t limit,
+                                   const Tensor& out) override;
   void grouped_mlp_forward(const GroupedMlpLayout& layout,
                            const std::vector<GroupedMlpWeights>& weights, const Tensor& x,
                            const Tensor& h, const Tensor& y) override;

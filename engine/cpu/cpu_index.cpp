@@ -1,4 +1,5 @@
-// Indexing kernels: index_select / index_add along a dim, gather / scatter_add, top-k and sort.
+// Indexing kernels: index_select / index_add along a dim, gather / scatter_add, top-k, sort and
+// the counting sort into buckets.
 // Every tensor is contiguous and every index already bounds-checked by the op. Accumulating
 // kernels (index_add, scatter_add) visit sources in index order, so duplicates sum
 // deterministically.
@@ -155,6 +156,29 @@ void CpuBackend::sort_rows(const Tensor& x, bool descending, const Tensor& value
       }
     });
   });
+}
+
+// Two passes over the keys: counts, then each key to the next free slot of its bucket. Serial: the
+// keys are the router's T * k choices, a few thousand, and one pass keeps the order stable.
+std::vector<int64_t> CpuBackend::bucket_sort(const Tensor& keys, int64_t num_buckets, int64_t limit,
+                                             const Tensor& out) {
+  const int64_t n = keys.numel();
+  const int32_t* key = keys.data_ptr<int32_t>();
+  std::vector<int64_t> counts(num_buckets + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++counts[key[i] >= 0 && key[i] < num_buckets ? key[i] : num_buckets];
+  std::vector<int64_t> next(num_buckets), end(num_buckets);
+  int64_t start = 0;
+  for (int64_t b = 0; b < num_buckets; ++b) {
+    next[b] = start;
+    start += std::min(counts[b], limit);
+    end[b] = start;
+  }
+  int32_t* position = out.data_ptr<int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t b = key[i];
+    if (b >= 0 && b < num_buckets && next[b] < end[b]) position[next[b]++] = static_cast<int32_t>(i);
+  }
+  return counts;
 }
 
 }  // namespace mg::cpu

@@ -3,6 +3,7 @@
 #include "engine/ops/index.hpp"
 
 #include <algorithm>
+#include <climits>
 
 #include "engine/autograd.hpp"
 #include "engine/profiler.hpp"
@@ -246,6 +247,32 @@ std::tuple<Tensor, Tensor> sort(const Tensor& x, int64_t dim, bool descending) {
 Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
   NoGradGuard no_grad;
   return std::get<1>(sort(x, dim, descending));
+}
+
+Buckets bucket_by_key(const Tensor& keys, int64_t num_buckets, int64_t limit) {
+  MG_PROFILE("bucket_by_key");
+  MG_CHECK(keys.dtype() == kInt32 && keys.dim() == 1, "bucket_by_key: keys must be 1-d int32, got ",
+           dtype_name(keys.dtype()), " ", shape_str(keys.sizes()));
+  MG_CHECK(num_buckets >= 1, "bucket_by_key: num_buckets must be >= 1, got ", num_buckets);
+  const int64_t n = keys.numel();
+  MG_CHECK(n <= INT32_MAX, "bucket_by_key: ", n, " keys do not fit int32 positions");
+  if (limit < 0) limit = n;
+  NoGradGuard no_grad;
+  const Tensor contiguous_keys = keys.contiguous();
+  Tensor sorted = Tensor::empty({n}, keys.options());
+  const std::vector<int64_t> counts =
+      backend_of(keys).bucket_sort(contiguous_keys, num_buckets, limit, sorted);
+  MG_CHECK(counts[num_buckets] == 0, "bucket_by_key: ", counts[num_buckets], " of ", n,
+           " keys are outside the buckets [0, ", num_buckets, ")");
+  Buckets buckets;
+  buckets.total.assign(counts.begin(), counts.end() - 1);
+  int64_t placed = 0;
+  for (int64_t count : buckets.total) {
+    buckets.kept.push_back(std::min(count, limit));
+    placed += buckets.kept.back();
+  }
+  buckets.position = sorted.narrow(0, 0, placed);
+  return buckets;
 }
 
 Tensor Tensor::index_select(int64_t dim, const Tensor& index) const {

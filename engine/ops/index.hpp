@@ -2,6 +2,7 @@
 // index is bounds-checked and a bad one is reported with the op, the index and the valid range.
 #pragma once
 #include <tuple>
+#include <vector>
 
 #include "engine/tensor.hpp"
 
@@ -26,6 +27,19 @@ std::tuple<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1, bo
 // Stable sort along dim; values differentiable, indices int32.
 std::tuple<Tensor, Tensor> sort(const Tensor& x, int64_t dim = -1, bool descending = false);
 Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false);
+
+// The positions of a 1-d int32 `keys` grouped by value, as a stable counting sort: first every i
+// with keys[i] == 0 in increasing order, then those with 1, ... up to num_buckets - 1, each bucket
+// cut after its first `limit` positions (limit < 0: no cut). The MoE dispatch: keys are the
+// experts chosen for each (input, slot) pair, limit the expert capacity. Not differentiable.
+struct Buckets {
+  Tensor position;               // int32 [sum of kept], on keys' device
+  std::vector<int64_t> total;    // [num_buckets] keys per bucket
+  std::vector<int64_t> kept;     // [num_buckets] min(total, limit): bucket b's positions start at
+                                 // the sum of kept[0 .. b)
+};
+// Keys outside [0, num_buckets) are an error that counts them.
+Buckets bucket_by_key(const Tensor& keys, int64_t num_buckets, int64_t limit = -1);
 Tensor cat(const TensorList& tensors, int64_t dim = 0);
 Tensor stack(const TensorList& tensors, int64_t dim = 0);
 TensorList split(const Tensor& x, int64_t split_size, int64_t dim = 0);

@@ -1,0 +1,90 @@
+// The counting sort into buckets (the MoE dispatch: (input, slot) pairs grouped by expert), after
+// CpuBackend::bucket_sort, in three kernels with one host round trip for the counts:
+//   1. per chunk of kChunk keys, how many fall in each bucket (integer atomics: exact, so
+//      deterministic);
+//   2. per bucket, a scan over the chunks: each chunk's count becomes the number of the bucket's
+//      keys in earlier chunks, and the total goes to the host, which places the buckets;
+//   3. each key's rank in its bucket = its chunk's base + the equal keys before it in the chunk,
+//      so the order within a bucket is the keys' order (stable), as on the CPU.
+#include "engine/cuda/cuda_common.cuh"
+
+namespace mg::cuda {
+namespace {
+
+constexpr int kChunk = kThreads;
+
+// hist [chunks, B + 1]; column B counts the keys outside [0, B).
+__global__ void chunk_histogram_kernel(const int32_t* key, int64_t n, int64_t B, int32_t* hist) {
+  const int64_t i = blockIdx.x * int64_t(kChunk) + threadIdx.x;
+  if (i >= n) return;
+  const int32_t k = key[i];
+  atomicAdd(&hist[blockIdx.x * (B + 1) + (k >= 0 && k < B ? k : B)], 1);
+}
+
+__global__ void scan_chunks_kernel(int32_t* hist, int64_t chunks, int64_t columns,
+                                   int32_t* totals) {
+  MG_GRID_STRIDE(b, columns) {
+    int32_t before = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int32_t count = hist[c * columns + b];
+      hist[c * columns + b] = before;
+      before += count;
+    }
+    totals[b] = before;
+  }
+}
+
+__global__ void place_kernel(const int32_t* key, int64_t n, int64_t B, const int32_t* chunk_base,
+                             const int32_t* start, int64_t limit, int32_t* out) {
+  __shared__ int32_t chunk_keys[kChunk];
+  const int64_t i = blockIdx.x * int64_t(kChunk) + threadIdx.x;
+  chunk_keys[threadIdx.x] = i < n ? key[i] : -1;
+  __syncthreads();
+  const int32_t k = chunk_keys[threadIdx.x];
+  if (i >= n || k < 0 || k >= B) return;
+  int64_t rank = chunk_base[blockIdx.x * (B + 1) + k];
+  for (unsigned j = 0; j < threadIdx.x; ++j) rank += chunk_keys[j] == k;
+  if (rank < limit) out[start[k] + rank] = static_cast<int32_t>(i);
+}
+
+}  // namespace
+
+std::vector<int64_t> CudaBackend::bucket_sort(const Tensor& keys, int64_t num_buckets, int64_t limit,
+                                              const Tensor& out) {
+  DeviceGuard guard(device_);
+  const int64_t n = keys.numel(), B = num_buckets;
+  std::vector<int64_t> counts(B + 1, 0);
+  if (n == 0) return counts;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  cudaStream_t stream = stream_for(device_);
+  const Tensor hist = scratch({chunks, B + 1}, kInt32, device_);
+  const Tensor totals = scratch({B + 1}, kInt32, device_);
+  MG_CUDA_CHECK(cudaMemsetAsync(hist.raw_data(), 0, hist.numel() * sizeof(int32_t), stream));
+  const auto* key = static_cast<const int32_t*>(keys.raw_data());
+  auto* base = static_cast<int32_t*>(hist.raw_data());
+  chunk_histogram_kernel<<<static_cast<unsigned>(chunks), kChunk, 0, stream>>>(key, n, B, base);
+  MG_CUDA_CHECK_LAUNCH("bucket_sort histogram");
+  scan_chunks_kernel<<<blocks_for(B + 1), kThreads, 0, stream>>>(
+      base, chunks, B + 1, static_cast<int32_t*>(totals.raw_data()));
+  MG_CUDA_CHECK_LAUNCH("bucket_sort scan");
+
+  const std::vector<int32_t> host_totals = totals.to_vector<int32_t>();  // waits for the scan
+  std::vector<int32_t> start(B);
+  int64_t placed = 0;
+  for (int64_t b = 0; b <= B; ++b) {
+    counts[b] = host_totals[b];
+    if (b == B) break;
+    start[b] = static_cast<int32_t>(placed);
+    placed += std::min(counts[b], limit);
+  }
+  if (placed == 0) return counts;
+  const Tensor device_start =
+      from_vector(start, {B}, TensorOptions(kInt32).device(Device::cuda(device_)));
+  place_kernel<<<static_cast<unsigned>(chunks), kChunk, 0, stream>>>(
+      key, n, B, base, static_cast<const int32_t*>(device_start.raw_data()), limit,
+      static_cast<int32_t*>(out.raw_data()));
+  MG_CUDA_CHECK_LAUNCH("bucket_sort place");
+  return counts;
+}
+
+}  // namespace mg::cuda
