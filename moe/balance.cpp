@@ -119,7 +119,10 @@ BalanceLosses balance_losses(const BalanceConfig& config, const Routing& routing
   const bool has_scores = routing.scores.defined();
   Tensor total;
   // An enabled loss joins the total with its gradient; a disabled one is still measured, without
-  // building a graph, so the statistics always show all five.
+  // building a graph, so the statistics always show all five. The values are read in one copy at
+  // the end: on a GPU each read is a wait for the device.
+  std::vector<double*> measured;
+  TensorList values;
   auto account = [&](const char* name, double coef, bool computable, double& value,
                      const std::function<Tensor()>& compute) {
     if (!computable) {
@@ -127,14 +130,16 @@ BalanceLosses balance_losses(const BalanceConfig& config, const Routing& routing
                ") but the routing lacks what it needs");
       return;
     }
+    Tensor loss;
     if (coef == 0) {
       NoGradGuard no_grad;
-      value = compute().item();
-      return;
+      loss = compute();
+    } else {
+      loss = compute();
+      total = total.defined() ? total + loss * coef : loss * coef;
     }
-    const Tensor loss = compute();
-    value = loss.item();
-    total = total.defined() ? total + loss * coef : loss * coef;
+    measured.push_back(&value);
+    values.push_back(loss.detach().to(kFloat64).reshape({1}));
   };
   account("switch", config.switch_coef, has_indices && has_scores, out.switch_value,
           [&] { return switch_loss(routing, num_experts); });
@@ -145,6 +150,10 @@ BalanceLosses balance_losses(const BalanceConfig& config, const Routing& routing
   account("load", config.load_coef, has_indices, out.load_value,
           [&] { return load_loss(routing, num_experts, top_k); });
   account("z", config.z_coef, routing.logits.defined(), out.z_value, [&] { return z_loss(routing); });
+  if (!values.empty()) {
+    const std::vector<double> read = cat(values, 0).to_vector<double>();
+    for (size_t i = 0; i < measured.size(); ++i) *measured[i] = read[i];
+  }
   if (!total.defined()) total = zeros({}, has_scores ? routing.scores.options() : TensorOptions(kFloat32));
   out.total = total;
   return out;
