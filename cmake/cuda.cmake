@@ -1,9 +1,17 @@
 # CUDA is optional: AUTO turns it on when a CUDA compiler exists, so a machine without nvcc
 # configures cleanly. With it, engine/CMakeLists.txt compiles the CUDA backend (engine/cuda/) into
 # moegrad_engine: real code for sm_80 and sm_90 plus sm_90 PTX for newer GPUs.
+#
+# EMULATE builds the same backend for the CUDA emulator (tests/cuda_emulator), which runs its
+# kernels on the CPU: a machine without a GPU then executes every CUDA code path.
 include(CheckLanguage)
 set(MOEGRAD_HAVE_CUDA OFF)
-if(NOT MOEGRAD_CUDA STREQUAL "OFF")
+set(MOEGRAD_CUDA_EMULATOR OFF)
+if(MOEGRAD_CUDA STREQUAL "EMULATE")
+  set(MOEGRAD_HAVE_CUDA ON)
+  set(MOEGRAD_CUDA_EMULATOR ON)
+  add_subdirectory(${PROJECT_SOURCE_DIR}/tests/cuda_emulator ${PROJECT_BINARY_DIR}/cuda_emulator)
+elseif(NOT MOEGRAD_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
@@ -29,4 +37,4 @@ if(NOT MOEGRAD_CUDA STREQUAL "OFF")
     message(FATAL_ERROR "MOEGRAD_CUDA=ON but no CUDA compiler was found")
   endif()
 endif()
-message(STATUS "moegrad: CUDA backend ${MOEGRAD_HAVE_CUDA}")
+message(STATUS "moegrad: CUDA backend ${MOEGRAD_HAVE_CUDA} (emulated: ${MOEGRAD_CUDA_EMULATOR})")

@@ -10,6 +10,11 @@ set_target_properties(moegrad PROPERTIES EXPORT_NAME moegrad)
 # through the MoE module nn).
 target_link_libraries(moegrad INTERFACE moegrad_engine moegrad_moe moegrad_data)
 
+# An emulated-CUDA build (tests/cuda_emulator) exists to run the tests; it installs nothing.
+if(MOEGRAD_CUDA_EMULATOR)
+  return()
+endif()
+
 # The static libraries, their headers (include/moegrad/{moegrad.hpp,engine/,nn/,moe/,data/}) and
 # the package files. moegrad::nn, moegrad::moe and moegrad::data are exported too, for users of the
 # modules, optimizers, MoE layers and data sets.

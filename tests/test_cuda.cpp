@@ -85,6 +85,9 @@ mg::Shape leaf_shape(Layout l, mg::Shape s) {
   if (l == Layout::Expanded) s[0] = 1;
   return s;
 }
+// The layout one argument takes: the case's where it applies (a 1-d bias stays contiguous while
+// the matrix beside it is transposed), else contiguous.
+Layout layout_for(Layout l, const Arg& a) { return layout_applies(l, a.shape) ? l : Layout::Contiguous; }
 Tensor view_of(Layout l, const Tensor& leaf, const mg::Shape& s) {
   if (l == Layout::Transposed) return leaf.transpose(-1, -2);
   if (l == Layout::Sliced) return leaf.slice(-1, 0, 2 * s.back(), 2);
@@ -110,15 +113,18 @@ Run run_on(const OpCase& c, Layout layout, const TensorList& cpu_leaves, const T
     Tensor leaf = cpu_leaves[i].detach().to(device);
     leaf.requires_grad_(true);
     leaves.push_back(leaf);
-    args.push_back(view_of(layout, leaf, c.args[i].shape));
+    args.push_back(view_of(layout_for(layout, c.args[i]), leaf, c.args[i].shape));
   }
   Run r;
   const Tensor out = c.f(args);
+  CHECK(out.device() == device);  // computed where its inputs live, not on the host
   r.out = out.to_vector<double>();
   if (grad_out.defined() && out.requires_grad()) out.backward(grad_out.to(device));
-  for (const Tensor& leaf : leaves)
-    if (leaf.defined()) r.grads.push_back(leaf.grad().defined() ? leaf.grad().to_vector<double>()
-                                                                : std::vector<double>());
+  for (const Tensor& leaf : leaves) {
+    if (!leaf.defined()) continue;
+    if (leaf.grad().defined()) CHECK(leaf.grad().device() == device);
+    r.grads.push_back(leaf.grad().defined() ? leaf.grad().to_vector<double>() : std::vector<double>());
+  }
   return r;
 }
 
@@ -128,8 +134,8 @@ double worst_violation(const std::vector<double>& ref, const std::vector<double>
   REQUIRE(ref.size() == got.size());
   double worst = -1;
   for (size_t i = 0; i < ref.size(); ++i) {
-    const bool both_nan = std::isnan(ref[i]) && std::isnan(got[i]);
-    const double v = both_nan ? -1 : std::abs(ref[i] - got[i]) - (atol + rtol * std::abs(ref[i]));
+    const bool same = (std::isnan(ref[i]) && std::isnan(got[i])) || ref[i] == got[i];  // inf too
+    const double v = same ? -1 : std::abs(ref[i] - got[i]) - (atol + rtol * std::abs(ref[i]));
     if (!(v <= worst)) {
       worst = std::isnan(v) ? INFINITY : v;
       where = i;
@@ -156,8 +162,8 @@ void check_case(const OpCase& c, mg::ScalarType dtype) {
   const double atol = dtype == mg::kFloat64 ? kF64Atol : c.atol;
   const double rtol = dtype == mg::kFloat64 ? kF64Rtol : c.rtol;
   for (Layout layout : layouts) {
-    bool applies = true;
-    for (const Arg& a : c.args) applies &= a.fixed.defined() || layout_applies(layout, a.shape);
+    bool applies = layout == Layout::Contiguous;  // else some argument must take the layout
+    for (const Arg& a : c.args) applies |= !a.fixed.defined() && layout_applies(layout, a.shape);
     if (!applies) continue;
     mg::Generator gen(1234);
     TensorList leaves;
@@ -166,7 +172,7 @@ void check_case(const OpCase& c, mg::ScalarType dtype) {
         leaves.push_back(Tensor());
         continue;
       }
-      const mg::Shape s = leaf_shape(layout, a.shape);
+      const mg::Shape s = leaf_shape(layout_for(layout, a), a.shape);
       leaves.push_back(a.positive ? mg::rand(s, dtype, &gen) + 0.5 : mg::randn(s, dtype, &gen));
     }
     // the CPU output's shape gives the gradient's
@@ -175,7 +181,8 @@ void check_case(const OpCase& c, mg::ScalarType dtype) {
       mg::NoGradGuard no_grad;
       TensorList args;
       for (size_t i = 0; i < c.args.size(); ++i)
-        args.push_back(c.args[i].fixed.defined() ? c.args[i].fixed : view_of(layout, leaves[i], c.args[i].shape));
+        args.push_back(c.args[i].fixed.defined() ? c.args[i].fixed
+                                                 : view_of(layout_for(layout, c.args[i]), leaves[i], c.args[i].shape));
       const Tensor probe = c.f(args);
       if (probe.is_floating_point()) grad_out = mg::randn(probe.sizes(), probe.dtype(), &gen);
     }
@@ -244,7 +251,8 @@ std::vector<OpCase> op_cases() {
   c.push_back({"sum_dim1_keep", {rnd({3, 7, 9})}, [](const TensorList& a) { return mg::sum(a[0], {1}, true); }, sum, sum});
   c.push_back({"mean", {rnd({7, 9})}, [](const TensorList& a) { return mg::mean(a[0], {1}); }, sum, sum});
   c.push_back({"var", {rnd({7, 9})}, [](const TensorList& a) { return mg::var(a[0], {1}); }, sum, sum});
-  c.push_back({"std", {rnd({7, 9})}, [](const TensorList& a) { return mg::std(a[0], {0}); }, sum, sum});
+  // along dim 1: the expanded layout repeats rows, and the std of equal values has no gradient
+  c.push_back({"std", {rnd({7, 9})}, [](const TensorList& a) { return mg::std(a[0], {1}); }, sum, sum});
   c.push_back({"max_dim", {rnd({7, 9})}, [](const TensorList& a) { return std::get<0>(mg::max(a[0], 1)); }});
   c.push_back({"min_dim_indices", {rnd({7, 9})}, [](const TensorList& a) { return std::get<1>(mg::min(a[0], 0)); }});
   c.push_back({"amax", {rnd({7, 9})}, [](const TensorList& a) { return mg::amax(a[0], {0}); }});
@@ -330,6 +338,49 @@ std::vector<OpCase> op_cases() {
                [](const TensorList& a) {
                  return mg::grouped_mlp(a[0], {0, 3, 3, 7}, {{a[1], a[2], a[3], a[4]}, {a[1], {}, a[3], {}}, {a[5], {}, a[6], a[4]}});
                }, gemm, gemm, false});
+
+  // Sizes that leave one warp, one block, one grid row or one column chunk: long rows fold all
+  // eight warps of a block; 70000 rows pass the 65535-row grid of top-k; a 64-channel 32x32 batch
+  // of 28 unfolds in two chunks of 64 MB.
+  c.push_back({"sum_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::sum(a[0], {1}); }, sum, sum, false});
+  c.push_back({"softmax_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::softmax(a[0], 1); }, sum, sum, false});
+  c.push_back({"log_softmax_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::log_softmax(a[0], 1); }, sum, sum, false});
+  c.push_back({"max_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return std::get<0>(mg::max(a[0], 1)); }, 0, 0, false});
+  c.push_back({"argmax_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::argmax(a[0], 1); }, 0, 0, false});
+  c.push_back({"sort_long_row", {rnd({2, 700})}, [](const TensorList& a) { return std::get<0>(mg::sort(a[0], 1)); }, 0, 0, false});
+  c.push_back({"topk_many_rows", {rnd({70000, 4})}, [](const TensorList& a) { return std::get<1>(mg::topk(a[0], 2)); }, 0, 0, false});
+  // (the weight gradient sums 28672 products: float32 rounding alone reaches ~1e-3 there)
+  c.push_back({"conv2d_two_chunks", {rnd({28, 64, 32, 32}), rnd({8, 64, 3, 3})}, [](const TensorList& a) {
+                 return mg::conv2d(a[0], a[1], {}, 1, 1);
+               }, 5e-3, gemm, false});
+
+  // Ties, NaN and int32 data, given as is: first index on ties, a NaN wins max and sorts last.
+  const Tensor ties = mg::from_vector<float>({1, 3, 3, NAN, 2, 2, 0, 0, -1, 5, 5, 4}, {3, 4});
+  const Tensor ties_no_nan = mg::from_vector<float>({1, 3, 3, 0, 2, 2, 0, 0, -1, 5, 5, 4}, {3, 4});
+  const Tensor int_data = ints({4, -2, 7, 7, 0, 3, -5, 3, 9, 1, 1, 2}, {3, 4});
+  c.push_back({"max_ties_nan", {fixed(ties)}, [](const TensorList& a) { return std::get<0>(mg::max(a[0], 1)); }});
+  c.push_back({"softmax_inf", {fixed(mg::from_vector<float>({1, -INFINITY, 2, INFINITY, -INFINITY, -INFINITY}, {3, 2}))},
+               [](const TensorList& a) { return mg::softmax(a[0], 1); }});
+  c.push_back({"argmax_ties_nan", {fixed(ties)}, [](const TensorList& a) { return mg::argmax(a[0], 1); }});
+  c.push_back({"topk_ties", {fixed(ties_no_nan)}, [](const TensorList& a) { return std::get<1>(mg::topk(a[0], 3)); }});
+  c.push_back({"sort_ties_nan", {fixed(ties)}, [](const TensorList& a) { return std::get<1>(mg::sort(a[0], 1)); }});
+  // a[0] / a[0].detach() is exactly 1: the values are the ties, the gradient shows which one won
+  c.push_back({"max_pool2d_ties", {rnd({1, 1, 3, 4})}, [ties_no_nan](const TensorList& a) {
+                 const Tensor one = a[0] / a[0].detach();
+                 return mg::max_pool2d(ties_no_nan.reshape({1, 1, 3, 4}).to(a[0].device()).to(a[0].dtype()) * one, 2, 1);
+               }, ew, ew, false});
+  c.push_back({"int32_sum_max", {fixed(int_data)}, [](const TensorList& a) {
+                 return mg::cat({mg::sum(a[0], {1}), std::get<0>(mg::max(a[0], 0)), std::get<1>(mg::max(a[0], 0))});
+               }});
+  c.push_back({"int32_sort_topk", {fixed(int_data)}, [](const TensorList& a) {
+                 return mg::cat({std::get<1>(mg::sort(a[0], 1)).flatten(), std::get<1>(mg::topk(a[0], 2, 0)).flatten()});
+               }});
+  c.push_back({"int32_index_gather_binary", {fixed(int_data)}, [](const TensorList& a) {
+                 const Tensor idx = ints({2, 0, 2}, {3}).to(a[0].device());
+                 return mg::cat({mg::index_select(a[0], 0, idx).flatten(),
+                                 mg::gather(a[0], 1, ints({3, 0, 1, 1, 2, 2}, {3, 2}).to(a[0].device())).flatten(),
+                                 (a[0] + a[0] * a[0]).flatten()});
+               }});
   return c;
 }
 
@@ -356,7 +407,8 @@ TEST_CASE("cuda: random tensors and dropout draw the CPU's numbers for a seed", 
     // Box-Muller through the device's log / sqrt / cos: equal to a few ulp
     check_close("randn", mg::randn({1000}, dtype, &cpu_gen).to_vector<double>(),
                 mg::randn({1000}, on_gpu, &gpu_gen).to_vector<double>(), 1e-6, 1e-6);
-    const Tensor x = mg::randn({50, 40}, dtype, &cpu_gen);
+    mg::Generator data_gen(5);  // the input's draw must not advance only the CPU's generator
+    const Tensor x = mg::randn({50, 40}, dtype, &data_gen);
     const Tensor kept_cpu = mg::dropout(x, 0.4, true, &cpu_gen);
     const Tensor kept_gpu = mg::dropout(x.to(mg::Device::cuda()), 0.4, true, &gpu_gen);
     check_close("dropout", kept_cpu.to_vector<double>(), kept_gpu.to_vector<double>(), 0, 1e-6);
