@@ -172,7 +172,9 @@ class Backend {
                                     const std::vector<GroupedMlpWeights>& grads) = 0;
 
   // ---- random: element i of `out` (contiguous) draws from Philox counter `offset + i` of `seed`,
-  // so the stream does not depend on the thread count or the device.
+  // so the stream does not depend on the thread count or the device: uniform and integer draws are
+  // bit-identical everywhere; normal draws go through each device's log and cos and agree to a few
+  // float64 ulp (float32 normals agree unless a value falls on a float rounding boundary).
   virtual void fill_random(const Tensor& out, RandomDist dist, uint64_t seed, uint64_t offset,
                            double a, double b) = 0;
 };

@@ -171,9 +171,9 @@ void CpuBackend::fill_random(const Tensor& out, RandomDist dist, uint64_t seed, 
           const double u = math::philox_uniform<double>(seed, offset + i);
           p[i] = static_cast<int32_t>(a + std::floor(u * (b - a)));
         } else if (dist == RandomDist::Uniform) {
-          p[i] = static_cast<scalar_t>(a + (b - a) * math::philox_uniform<scalar_t>(seed, offset + i));
+          p[i] = static_cast<scalar_t>(math::affine(a, b - a, math::philox_uniform<scalar_t>(seed, offset + i)));
         } else {
-          p[i] = static_cast<scalar_t>(a + b * math::philox_normal<double>(seed, offset + i));
+          p[i] = static_cast<scalar_t>(math::affine(a, b, math::philox_normal<double>(seed, offset + i)));
         }
       }
     });

@@ -1,10 +1,11 @@
 // The counting sort into buckets (the MoE dispatch: (input, slot) pairs grouped by expert), after
-// CpuBackend::bucket_sort, in three kernels with one host round trip for the counts:
+// CpuBackend::bucket_sort, in four kernels; only the counts go to the host, which needs them:
 //   1. per chunk of kChunk keys, how many fall in each bucket (integer atomics: exact, so
 //      deterministic);
 //   2. per bucket, a scan over the chunks: each chunk's count becomes the number of the bucket's
-//      keys in earlier chunks, and the total goes to the host, which places the buckets;
-//   3. each key's rank in its bucket = its chunk's base + the equal keys before it in the chunk,
+//      keys in earlier chunks, and the bucket's total is kept;
+//   3. each bucket's start: the kept (cut) totals of the buckets before it;
+//   4. each key's rank in its bucket = its chunk's base + the equal keys before it in the chunk,
 //      so the order within a bucket is the keys' order (stable), as on the CPU.
 #include "engine/cuda/cuda_common.cuh"
 
@@ -31,6 +32,15 @@ __global__ void scan_chunks_kernel(int32_t* hist, int64_t chunks, int64_t column
       before += count;
     }
     totals[b] = before;
+  }
+}
+
+// One thread: B is the number of experts, and the sum must be in order.
+__global__ void bucket_starts_kernel(const int32_t* totals, int64_t B, int64_t limit, int32_t* start) {
+  int64_t placed = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    start[b] = static_cast<int32_t>(placed);
+    placed += totals[b] < limit ? totals[b] : limit;
   }
 }
 
@@ -67,23 +77,16 @@ std::vector<int64_t> CudaBackend::bucket_sort(const Tensor& keys, int64_t num_bu
   scan_chunks_kernel<<<blocks_for(B + 1), kThreads, 0, stream>>>(
       base, chunks, B + 1, static_cast<int32_t*>(totals.raw_data()));
   MG_CUDA_CHECK_LAUNCH("bucket_sort scan");
-
-  const std::vector<int32_t> host_totals = totals.to_vector<int32_t>();  // waits for the scan
-  std::vector<int32_t> start(B);
-  int64_t placed = 0;
-  for (int64_t b = 0; b <= B; ++b) {
-    counts[b] = host_totals[b];
-    if (b == B) break;
-    start[b] = static_cast<int32_t>(placed);
-    placed += std::min(counts[b], limit);
-  }
-  if (placed == 0) return counts;
-  const Tensor device_start =
-      from_vector(start, {B}, TensorOptions(kInt32).device(Device::cuda(device_)));
+  const Tensor start = scratch({B}, kInt32, device_);
+  bucket_starts_kernel<<<1, 1, 0, stream>>>(static_cast<const int32_t*>(totals.raw_data()), B,
+                                            limit, static_cast<int32_t*>(start.raw_data()));
+  MG_CUDA_CHECK_LAUNCH("bucket_sort starts");
   place_kernel<<<static_cast<unsigned>(chunks), kChunk, 0, stream>>>(
-      key, n, B, base, static_cast<const int32_t*>(device_start.raw_data()), limit,
+      key, n, B, base, static_cast<const int32_t*>(start.raw_data()), limit,
       static_cast<int32_t*>(out.raw_data()));
   MG_CUDA_CHECK_LAUNCH("bucket_sort place");
+  const std::vector<int32_t> host_totals = totals.to_vector<int32_t>();  // waits for the sort
+  counts.assign(host_totals.begin(), host_totals.end());
   return counts;
 }
 

@@ -34,6 +34,10 @@ class DeviceGuard {
 // The one stream of `device` (created on first use, never destroyed).
 cudaStream_t stream_for(int device);
 
+// Returns the caching allocator's idle blocks of `device` to the driver (for allocations made
+// outside it, such as cuBLAS's).
+void release_cached_blocks(int device);
+
 inline constexpr int kThreads = 256;
 // for (int64_t i = ...; i < n; ...) over a 1-d grid of any size: each thread takes every
 // (grid size)-th element.
@@ -53,9 +57,16 @@ inline constexpr int kMaxDims = 10;
 template <int N>
 struct StridedGeometry {
   int ndim = 0;
+  // every operand dense in the same order, so an offset is the linear index: no 64-bit division
+  // per element (dozens of instructions on a GPU) for the common contiguous case
+  bool dense = false;
   int64_t sizes[kMaxDims] = {};
   int64_t strides[N][kMaxDims] = {};
   MG_HOST_DEVICE void offsets(int64_t linear, int64_t (&out)[N]) const {
+    if (dense) {
+      for (int k = 0; k < N; ++k) out[k] = linear;
+      return;
+    }
     for (int k = 0; k < N; ++k) out[k] = 0;
     for (int d = ndim - 1; d >= 0; --d) {
       const int64_t coord = linear % sizes[d];
@@ -85,6 +96,11 @@ StridedGeometry<N> make_geometry(const Shape& sizes, const std::array<const Tens
     g.sizes[g.ndim] = sizes[d];
     for (int k = 0; k < N; ++k) g.strides[k][g.ndim] = operands[k]->stride(d);
     ++g.ndim;
+  }
+  g.dense = g.ndim == 0;  // one element: offset 0
+  if (g.ndim == 1) {
+    g.dense = true;
+    for (int k = 0; k < N; ++k) g.dense &= g.strides[k][0] == 1;
   }
   return g;
 }

@@ -35,6 +35,13 @@ const Probe& probe() {
 
 std::atomic<bool> tf32_allowed{false};
 
+// The devices' streams, made on first use: a device nothing ran on has none (and no context).
+std::mutex streams_mutex;
+std::vector<cudaStream_t>& streams() {
+  static std::vector<cudaStream_t> all(static_cast<size_t>(device_count()), nullptr);
+  return all;
+}
+
 }  // namespace
 
 int device_count() { return probe().count; }
@@ -44,8 +51,14 @@ void set_allow_tf32(bool allow) { tf32_allowed = allow; }
 
 void synchronize() {
   for (int d = 0; d < device_count(); ++d) {
+    cudaStream_t stream = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(streams_mutex);
+      stream = streams()[static_cast<size_t>(d)];
+    }
+    if (stream == nullptr) continue;  // nothing ever ran there
     DeviceGuard guard(d);
-    MG_CUDA_CHECK(cudaStreamSynchronize(stream_for(d)));
+    MG_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 }
 bool allow_tf32() { return tf32_allowed; }
@@ -67,10 +80,8 @@ DeviceGuard::~DeviceGuard() {
 }
 
 cudaStream_t stream_for(int device) {
-  static std::mutex mutex;
-  static std::vector<cudaStream_t> streams(static_cast<size_t>(device_count()), nullptr);
-  std::lock_guard<std::mutex> lock(mutex);
-  cudaStream_t& s = streams.at(static_cast<size_t>(device));
+  std::lock_guard<std::mutex> lock(streams_mutex);
+  cudaStream_t& s = streams().at(static_cast<size_t>(device));
   if (s == nullptr) {
     DeviceGuard guard(device);
     MG_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));

@@ -11,6 +11,7 @@
 #include <cublas_v2.h>
 #include <dlfcn.h>
 
+#include <limits>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -68,18 +69,33 @@ void check_cublas(cublasStatus_t status, const char* what) {
            cublas().status_string(status));
 }
 
-cublasHandle_t handle_for(int device) {
-  static std::mutex mutex;
+// A device's handle, held under its lock for the whole GEMM: cuBLAS does not support one handle
+// used by two host threads at once.
+struct LockedHandle {
+  std::unique_lock<std::mutex> lock;
+  cublasHandle_t handle = nullptr;
+};
+
+LockedHandle handle_for(int device) {
+  static std::vector<std::mutex> mutexes(static_cast<size_t>(device_count()));
   static std::vector<cublasHandle_t> handles(static_cast<size_t>(device_count()), nullptr);
-  std::lock_guard<std::mutex> lock(mutex);
+  LockedHandle locked{std::unique_lock<std::mutex>(mutexes.at(static_cast<size_t>(device))), nullptr};
   cublasHandle_t& h = handles.at(static_cast<size_t>(device));
   if (h == nullptr) {
-    check_cublas(cublas().create(&h), "cublasCreate");
+    DeviceGuard guard(device);  // a handle belongs to the device current at its creation
+    cublasStatus_t status = cublas().create(&h);
+    if (status == CUBLAS_STATUS_ALLOC_FAILED) {
+      // cuBLAS allocates outside the caching allocator: give it the cached blocks and retry
+      release_cached_blocks(device);
+      status = cublas().create(&h);
+    }
+    check_cublas(status, "cublasCreate");
     check_cublas(cublas().set_stream(h, stream_for(device)), "cublasSetStream");
   }
   const cublasMath_t mode = allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
   check_cublas(cublas().set_math_mode(h, mode), "cublasSetMathMode");
-  return h;
+  locked.handle = h;
+  return locked;
 }
 
 cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
@@ -121,7 +137,13 @@ void gemm(int device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t 
           const T* A, int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b,
           T beta, T* C, int64_t ldc, int64_t stride_c, int64_t batch) {
   if (M == 0 || N == 0 || batch == 0) return;
-  cublasHandle_t h = handle_for(device);
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+  MG_CHECK(M <= kMaxInt && N <= kMaxInt && K <= kMaxInt && lda <= kMaxInt && ldb <= kMaxInt &&
+               ldc <= kMaxInt && batch <= kMaxInt,
+           "cuda: GEMM [", M, ", ", K, "] x [", K, ", ", N, "] (batch ", batch, ", leading dims ",
+           lda, " / ", ldb, " / ", ldc, ") exceeds cuBLAS's 32-bit sizes");
+  const LockedHandle locked = handle_for(device);
+  cublasHandle_t h = locked.handle;
   const auto m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
   const auto ld_first = static_cast<int>(std::max<int64_t>(ldb, 1));
   const auto ld_second = static_cast<int>(std::max<int64_t>(lda, 1));

@@ -46,8 +46,11 @@ class CachingAllocator {
     }
     DeviceGuard guard(device_);
     void* p = nullptr;
-    if (cudaMalloc(&p, size) != cudaSuccess) {
+    if (const cudaError_t first = cudaMalloc(&p, size); first != cudaSuccess) {
       (void)cudaGetLastError();
+      // only an allocation failure is helped by freeing the cache; anything else (a kernel's
+      // fault, sticky on the context) is reported as it is
+      if (first != cudaErrorMemoryAllocation) check(first, "cudaMalloc");
       release_cached();
       const cudaError_t status = cudaMalloc(&p, size);
       MG_CHECK(status == cudaSuccess, "cuda:", device_, ": out of memory allocating ", nbytes,
@@ -56,6 +59,15 @@ class CachingAllocator {
     std::lock_guard<std::mutex> lock(mutex_);
     live_[p] = size;
     return p;
+  }
+
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // the stream may still be using a cached block's last contents
+    MG_CUDA_CHECK(cudaStreamSynchronize(stream_for(device_)));
+    for (auto& [size, blocks] : free_)
+      for (void* p : blocks) (void)cudaFree(p);
+    free_.clear();
   }
 
   void deallocate(void* p) {
@@ -67,15 +79,6 @@ class CachingAllocator {
   }
 
  private:
-  void release_cached() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    // the stream may still be using a cached block's last contents
-    (void)cudaStreamSynchronize(stream_for(device_));
-    for (auto& [size, blocks] : free_)
-      for (void* p : blocks) (void)cudaFree(p);
-    free_.clear();
-  }
-
   int device_;
   std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> free blocks
@@ -132,6 +135,8 @@ void copy_on_device(int device, const Tensor& src, const Tensor& dst) {
 }
 
 }  // namespace
+
+void release_cached_blocks(int device) { allocator_for(device).release_cached(); }
 
 void* CudaBackend::allocate(size_t nbytes) { return allocator_for(device_).allocate(nbytes); }
 void CudaBackend::deallocate(void* ptr) {

@@ -17,9 +17,9 @@ __global__ void random_kernel(T* out, int64_t n, bool normal, uint64_t seed, uin
       const double u = math::philox_uniform<double>(seed, counter);
       out[i] = static_cast<int32_t>(a + floor(u * (b - a)));
     } else if (!normal) {
-      out[i] = static_cast<T>(a + (b - a) * math::philox_uniform<T>(seed, counter));
+      out[i] = static_cast<T>(math::affine(a, b - a, math::philox_uniform<T>(seed, counter)));
     } else {
-      out[i] = static_cast<T>(a + b * math::philox_normal<double>(seed, counter));
+      out[i] = static_cast<T>(math::affine(a, b, math::philox_normal<double>(seed, counter)));
     }
   }
 }

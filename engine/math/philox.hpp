@@ -58,4 +58,8 @@ MG_HOST_DEVICE inline T philox_normal(uint64_t key, uint64_t counter) {
   return static_cast<T>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586476925 * u2));
 }
 
+// a + scale * u rounded once on every backend: nvcc contracts the plain expression into an FMA by
+// default and a host compiler may or may not, which would change the last bit of a float64 draw.
+MG_HOST_DEVICE inline double affine(double a, double scale, double u) { return std::fma(scale, u, a); }
+
 }  // namespace mg::math
