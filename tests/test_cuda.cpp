@@ -342,6 +342,7 @@ std::vector<OpCase> op_cases() {
   // Sizes that leave one warp, one block, one grid row or one column chunk: long rows fold all
   // eight warps of a block; 70000 rows pass the 65535-row grid of top-k; a 64-channel 32x32 batch
   // of 28 unfolds in two chunks of 64 MB.
+  c.push_back({"sum_tall_columns", {rnd({3000, 5})}, [](const TensorList& a) { return mg::sum(a[0], {0}); }, sum, sum, false});
   c.push_back({"sum_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::sum(a[0], {1}); }, sum, sum, false});
   c.push_back({"softmax_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::softmax(a[0], 1); }, sum, sum, false});
   c.push_back({"log_softmax_long_rows", {rnd({3, 5000})}, [](const TensorList& a) { return mg::log_softmax(a[0], 1); }, sum, sum, false});

@@ -25,13 +25,30 @@ __global__ void sum_rows_kernel(const T* in, T* out, int64_t rows, int64_t cols)
   }
 }
 
-// Rows adjacent in memory (stride(0) == 1): a thread per row walks its columns in order.
+// Rows adjacent in memory (stride(0) == 1), the column sums of a matrix (every Linear's bias
+// gradient: [N, D] summed over N). A thread per row alone would leave D threads walking N columns
+// each, so the columns are cut into spans of kSpan: a thread sums one row's span (neighbouring
+// threads read neighbouring addresses), then a second kernel adds each row's spans in order. The
+// spans are fixed, so the result does not depend on the grid.
+constexpr int64_t kSpan = 1024;
+
 template <class T>
-__global__ void sum_adjacent_rows_kernel(const T* in, T* out, int64_t rows, int64_t cols,
-                                         int64_t col_stride) {
+__global__ void sum_adjacent_spans_kernel(const T* in, acc_t<T>* partial, int64_t rows,
+                                          int64_t cols, int64_t col_stride, int64_t spans) {
+  MG_GRID_STRIDE(i, rows * spans) {
+    const int64_t r = i % rows, span = i / rows;
+    const int64_t end = (span + 1) * kSpan < cols ? (span + 1) * kSpan : cols;
+    acc_t<T> acc = 0;
+    for (int64_t c = span * kSpan; c < end; ++c) acc += static_cast<acc_t<T>>(in[c * col_stride + r]);
+    partial[span * rows + r] = acc;
+  }
+}
+
+template <class T>
+__global__ void sum_spans_kernel(const acc_t<T>* partial, T* out, int64_t rows, int64_t spans) {
   MG_GRID_STRIDE(r, rows) {
     acc_t<T> acc = 0;
-    for (int64_t c = 0; c < cols; ++c) acc += static_cast<acc_t<T>>(in[c * col_stride + r]);
+    for (int64_t span = 0; span < spans; ++span) acc += partial[span * rows + r];
     out[r] = static_cast<T>(acc);
   }
 }
@@ -133,8 +150,14 @@ void CudaBackend::reduce_rows(ReduceOp op, const Tensor& x, const Tensor& values
     const T* in = static_cast<const T*>(x.raw_data());
     T* out = static_cast<T*>(values.raw_data());
     if (op == ReduceOp::Sum && !x.is_contiguous()) {
-      sum_adjacent_rows_kernel<<<blocks_for(rows), kThreads, 0, stream>>>(in, out, rows, cols,
-                                                                           x.stride(1));
+      const int64_t spans = std::max<int64_t>((cols + kSpan - 1) / kSpan, 1);
+      // 8-byte partials (double, or int64 for int32 data) in a float64 scratch tensor
+      static_assert(sizeof(acc_t<T>) == sizeof(double));
+      const Tensor partial = scratch({spans * rows}, kFloat64, device_);
+      auto* partial_data = static_cast<acc_t<T>*>(partial.raw_data());
+      sum_adjacent_spans_kernel<<<blocks_for(rows * spans), kThreads, 0, stream>>>(
+          in, partial_data, rows, cols, x.stride(1), spans);
+      sum_spans_kernel<<<blocks_for(rows), kThreads, 0, stream>>>(partial_data, out, rows, spans);
     } else if (op == ReduceOp::Sum) {
       sum_rows_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(in, out, rows, cols);
     } else {
