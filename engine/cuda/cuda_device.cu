@@ -42,11 +42,13 @@ bool is_available() { return probe().count > 0; }
 std::string unavailable_reason() { return probe().reason; }
 void set_allow_tf32(bool allow) { tf32_allowed = allow; }
 
+// Every device is waited for before any index error is thrown, so that the wait holds either way.
 void synchronize() {
   for (int d = 0; d < device_count(); ++d) {
     DeviceGuard guard(d);
     MG_CUDA_CHECK(cudaStreamSynchronize(stream_for(d)));
   }
+  for (int d = 0; d < device_count(); ++d) report_index_errors(d);
 }
 bool allow_tf32() { return tf32_allowed; }
 
