@@ -10,6 +10,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "engine/math/elementwise_math.hpp"
@@ -32,6 +35,10 @@ struct GroupedMlpLayout {
   int64_t D = 0, D_out = 0;
   int64_t rows(int64_t g) const { return offset[g + 1] - offset[g]; }
 };
+
+// The whole error text for a bad index value: the op words it (naming itself, the valid range and
+// its operands), a backend only finds the value, perhaps long after the op has returned.
+using IndexErrorMessage = std::function<std::string(int32_t value)>;
 
 enum class ReduceOp { Sum, Max, Min };
 enum class RandomDist { Uniform, Normal };
@@ -135,7 +142,17 @@ class Backend {
   virtual void softmax_rows_backward(const Tensor& y, const Tensor& grad, const Tensor& out,
                                      bool log) = 0;
 
-  // ---- indexing on contiguous tensors; index tensors are int32 and already bounds-checked
+  // ---- index validation: every value of `index` (int32, contiguous) must be in [0, size) or
+  // equal `ignore`. The CPU throws mg::Error(message(v)) at once for the first bad v in index
+  // order. A GPU checks on the device instead, so that no index travels to the host: the error of
+  // the first failing check (its first bad value) is thrown at the device's next synchronization
+  // with the host (a copy to the host, mg::cuda::synchronize()), with a note saying so.
+  virtual void check_index_range(const Tensor& index, int64_t size, std::optional<int32_t> ignore,
+                                 IndexErrorMessage message) = 0;
+
+  // ---- indexing on contiguous tensors; index tensors are int32 and passed check_index_range.
+  // Where that check reports later, the kernels skip out-of-range values (a bad index must not
+  // touch memory outside the tensor before its error is thrown).
   virtual void index_select(const Tensor& x, int64_t dim, const Tensor& index,
                             const Tensor& out) = 0;
   // out (contiguous, in place) .index_add_(dim, index, src)

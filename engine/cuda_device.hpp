@@ -13,7 +13,8 @@ bool is_available();
 std::string unavailable_reason();
 
 // Waits until every device has finished the work queued so far (kernels run asynchronously; a
-// timing must wait for them). A no-op without devices.
+// timing must wait for them), then throws mg::Error for a bad index that a device-side check has
+// found since the last synchronization (so does a copy to the host). A no-op without devices.
 void synchronize();
 
 void set_allow_tf32(bool allow);

@@ -562,6 +562,41 @@ TEST_CASE("cuda: a small MoE model trains the same on CPU and GPU", "[cuda]") {
   CHECK(frozen_after == frozen_before);
 }
 
+// Index validation on the GPU keeps the indices there: a bad one is not reported by the op (that
+// would stall the stream) but at the next synchronization, with the op's own message, the first
+// failing op winning; the device stays usable afterwards.
+TEST_CASE("cuda: a bad index is reported at the next synchronization, then the device works", "[cuda]") {
+  MG_REQUIRE_CUDA_DEVICE();
+  const mg::Device gpu = mg::Device::cuda();
+  const Tensor x = mg::arange(15.0, mg::kFloat32).reshape({5, 3}).to(gpu);
+  const Tensor bad_index = ints({1, 9, 2, 11}, {4}).to(gpu);
+  Tensor selected;
+  REQUIRE_NOTHROW(selected = x.index_select(0, bad_index));
+  REQUIRE_NOTHROW(x.gather(1, ints({0, 7}, {1, 2}).to(gpu)));  // a later failure: not the one reported
+  CHECK_THROWS_WITH(selected.to(mg::Device::cpu()),
+                    Contains("index_select: index 9 is out of range [0, 5) for dim 0 of input shape [5, 3]") &&
+                        Contains("cuda:0") && Contains("next synchronization"));
+  REQUIRE_NOTHROW(mg::cuda::synchronize());  // reported once
+
+  const Tensor logits = mg::zeros({3, 4}, mg::TensorOptions(mg::kFloat32).device(gpu));
+  Tensor loss;
+  REQUIRE_NOTHROW(loss = mg::cross_entropy(logits, ints({0, 7, -100}, {3}).to(gpu)));
+  CHECK_THROWS_WITH(mg::cuda::synchronize(),
+                    Contains("cross_entropy: target label 7 is out of range [0, 4) for 4 classes") &&
+                        Contains("cuda:0"));
+
+  // afterwards: correct ops give correct values and raise nothing
+  CHECK(x.index_select(0, ints({4, 0}, {2}).to(gpu)).to_vector<float>() == std::vector<float>{12, 13, 14, 0, 1, 2});
+  CHECK(mg::cross_entropy(logits, ints({0, 3, -100}, {3}).to(gpu)).item() == Approx(std::log(4.0)));
+  CHECK(std::isnan(mg::cross_entropy(logits, ints({-100, -100, -100}, {3}).to(gpu)).item()));
+  Tensor leaf = logits.clone().requires_grad_(true);
+  mg::cross_entropy(leaf, ints({1, -100, 2}, {3}).to(gpu)).backward();
+  const std::vector<float> grad = leaf.grad().to_vector<float>();
+  CHECK(grad[1] == Approx(0.25f / 2 - 0.5f));  // (softmax - one-hot) / 2 counted rows
+  CHECK(grad[4] == 0.0f);                      // the ignored row
+  REQUIRE_NOTHROW(mg::cuda::synchronize());
+}
+
 TEST_CASE("cuda: the Philox functions the device shares give the CPU's random stream", "[device]") {
   // Random123's known answer for Philox4x32-10 with counter 0 and key 0
   const mg::math::PhiloxBlock zero = mg::math::philox4x32(0, 0);

@@ -3,6 +3,10 @@
 #include "gradcheck.hpp"
 
 #include <cmath>
+#include <optional>
+#include <string>
+
+#include "engine/backend.hpp"
 
 using mg::Tensor;
 using mg::TensorList;
@@ -455,4 +459,29 @@ TEST_CASE("index ops reject bad input with the op and the shapes", "[index]") {
 
   REQUIRE_THROWS_WITH(x.repeat({2}), Contains("repeat") && Contains("[2, 3]"));
   REQUIRE_THROWS_WITH(x.repeat({1, -2}), Contains("repeat") && Contains("-2"));
+}
+
+// The CPU's index validation throws at once, with the op's own text for the first bad value in
+// index order; the GPU's reports later (tests/test_cuda.cpp).
+TEST_CASE("check_index_range: the first bad value in index order, ignore excluded", "[index]") {
+  mg::Backend& cpu = mg::backend_for(mg::Device::cpu());
+  const mg::IndexErrorMessage message = [](int32_t v) { return "bad " + std::to_string(v); };
+  CHECK_NOTHROW(cpu.check_index_range(i32({0, 4, 2}), 5, std::nullopt, message));
+  CHECK_NOTHROW(cpu.check_index_range(i32({}, {0}), 0, std::nullopt, message));
+  CHECK_THROWS_WITH(cpu.check_index_range(i32({0, 7, -1, 9}), 5, std::nullopt, message), "bad 7");
+  CHECK_THROWS_WITH(cpu.check_index_range(i32({3, -1, 7}, {3, 1}), 5, std::nullopt, message), "bad -1");
+  CHECK_THROWS_WITH(cpu.check_index_range(i32({5}), 5, std::nullopt, message), "bad 5");
+  // ignore exempts exactly its value, in range or not
+  CHECK_NOTHROW(cpu.check_index_range(i32({-100, 3, -100}), 5, -100, message));
+  CHECK_THROWS_WITH(cpu.check_index_range(i32({-100, -1, 8}), 5, -100, message), "bad -1");
+  CHECK_THROWS_WITH(cpu.check_index_range(i32({2, -100}), 5, 2, message), "bad -100");
+  // the ops' whole messages
+  const Tensor x = mg::zeros({5, 3}, mg::kFloat64);
+  CHECK_THROWS_WITH(x.index_select(0, i32({1, 9, 2, 11})),
+                    "index_select: index 9 is out of range [0, 5) for dim 0 of input shape [5, 3]");
+  CHECK_THROWS_WITH(mg::cross_entropy(x, i32({0, 1, 3, -100, 4})),
+                    "cross_entropy: target label 3 is out of range [0, 3) for 3 classes (logits shape "
+                    "[5, 3], ignore_index -100)");
+  CHECK_THROWS_WITH(mg::one_hot(i32({0, -2, 5}), 4),
+                    "one_hot: label -2 is out of range [0, 4) in labels of shape [3]");
 }

@@ -45,6 +45,8 @@ class CpuBackend final : public Backend {
   void softmax_rows(const Tensor& x, const Tensor& out, bool log) override;
   void softmax_rows_backward(const Tensor& y, const Tensor& grad, const Tensor& out,
                              bool log) override;
+  void check_index_range(const Tensor& index, int64_t size, std::optional<int32_t> ignore,
+                         IndexErrorMessage message) override;
   void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) override;
   void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) override;
   void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) override;

@@ -1,8 +1,7 @@
-// Indexing kernels: index_select / index_add along a dim, gather / scatter_add, top-k, sort and
-// the counting sort into buckets.
-// Every tensor is contiguous and every index already bounds-checked by the op. Accumulating
-// kernels (index_add, scatter_add) visit sources in index order, so duplicates sum
-// deterministically.
+// Indexing kernels: index validation, index_select / index_add along a dim, gather / scatter_add,
+// top-k, sort and the counting sort into buckets. Every tensor is contiguous and every index
+// already checked (on the CPU the check throws before the op runs a kernel). Accumulating kernels
+// (index_add, scatter_add) visit sources in index order, so duplicates sum deterministically.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -41,6 +40,13 @@ bool ranks_before(T a, int64_t ia, T b, int64_t ib, bool largest) {
 }
 
 }  // namespace
+
+void CpuBackend::check_index_range(const Tensor& index, int64_t size, std::optional<int32_t> ignore,
+                                   IndexErrorMessage message) {
+  const int32_t* idx = index.data_ptr<int32_t>();
+  for (int64_t i = 0, n = index.numel(); i < n; ++i)
+    if ((idx[i] < 0 || idx[i] >= size) && idx[i] != ignore) throw Error(message(idx[i]));
+}
 
 void CpuBackend::index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
   const Split3 s = split_at(x.sizes(), dim);

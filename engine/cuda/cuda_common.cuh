@@ -38,6 +38,10 @@ cudaStream_t stream_for(int device);
 // outside it, such as cuBLAS's).
 void release_cached_blocks(int device);
 
+// Throws the error of the first failed device-side index check of `device` (cuda_index_check.cu),
+// after waiting for its stream. Called where the host waits for the device anyway.
+void report_index_errors(int device);
+
 inline constexpr int kThreads = 256;
 // for (int64_t i = ...; i < n; ...) over a 1-d grid of any size: each thread takes every
 // (grid size)-th element.

@@ -49,6 +49,7 @@ bool is_available() { return probe().count > 0; }
 std::string unavailable_reason() { return probe().reason; }
 void set_allow_tf32(bool allow) { tf32_allowed = allow; }
 
+// Every device is waited for before any index error is thrown, so that the wait holds either way.
 void synchronize() {
   for (int d = 0; d < device_count(); ++d) {
     cudaStream_t stream = nullptr;
@@ -60,6 +61,7 @@ void synchronize() {
     DeviceGuard guard(d);
     MG_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
+  for (int d = 0; d < device_count(); ++d) report_index_errors(d);
 }
 bool allow_tf32() { return tf32_allowed; }
 

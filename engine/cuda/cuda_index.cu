@@ -1,5 +1,6 @@
 // Indexing kernels, after cpu_index.cpp: index_select / index_add along a dim, gather /
-// scatter_add, top-k and sort. Every tensor is contiguous and every index already bounds-checked.
+// scatter_add, top-k and sort. Every tensor is contiguous. The indices' check reports later
+// (cuda_index_check.cu), so the kernels skip an out-of-range index rather than trust it.
 // The accumulating kernels give a thread to each run of sources that may collide (a column of
 // index_add, a fiber of scatter_add along dim), which adds them in index order: duplicates sum in
 // the CPU's order, deterministically, with no atomics. Top-k and sort rank every element by
@@ -16,7 +17,8 @@ __global__ void index_select_kernel(const T* x, const int32_t* index, T* out, Sp
                                     int64_t n_index, int64_t total) {
   MG_GRID_STRIDE(i, total) {
     const int64_t c = i % s.inner, j = (i / s.inner) % n_index, outer = i / (s.inner * n_index);
-    out[i] = x[(outer * s.mid + index[j]) * s.inner + c];
+    const int32_t k = index[j];
+    if (k >= 0 && k < s.mid) out[i] = x[(outer * s.mid + k) * s.inner + c];
   }
 }
 
@@ -25,16 +27,20 @@ __global__ void index_add_kernel(T* out, const int32_t* index, const T* src, Spl
                                  int64_t n_index) {
   MG_GRID_STRIDE(i, s.outer * s.inner) {
     const int64_t c = i % s.inner, outer = i / s.inner;
-    for (int64_t j = 0; j < n_index; ++j)
-      out[(outer * s.mid + index[j]) * s.inner + c] += src[(outer * n_index + j) * s.inner + c];
+    for (int64_t j = 0; j < n_index; ++j) {
+      const int32_t k = index[j];
+      if (k >= 0 && k < s.mid)
+        out[(outer * s.mid + k) * s.inner + c] += src[(outer * n_index + j) * s.inner + c];
+    }
   }
 }
 
 // The index tensor's shape, the strides (elements) of the tensor it addresses (the target, whose
-// coordinate along `dim` is replaced by an index value) and of scatter_add's source (which may be
-// larger than the index: only the index's positions are read, as torch).
+// coordinate along `dim` is replaced by an index value in [0, bound)) and of scatter_add's source
+// (which may be larger than the index: only the index's positions are read, as torch).
 struct IndexGeometry {
   int ndim = 0, dim = 0;
+  int64_t bound = 0;
   int64_t sizes[kMaxDims] = {};
   int64_t target_strides[kMaxDims] = {};
   int64_t source_strides[kMaxDims] = {};
@@ -46,6 +52,7 @@ IndexGeometry index_geometry(const Tensor& index, const Tensor& target, const Te
   IndexGeometry g;
   g.ndim = static_cast<int>(index.dim());
   g.dim = static_cast<int>(dim);
+  g.bound = target.size(dim);
   for (int d = 0; d < g.ndim; ++d) {
     g.sizes[d] = index.size(d);
     g.target_strides[d] = target.stride(d);
@@ -70,7 +77,9 @@ __device__ inline int64_t remapped(const IndexGeometry& g, const int64_t* stride
 template <class T>
 __global__ void gather_kernel(const T* x, const int32_t* index, T* out, IndexGeometry g,
                               int64_t n) {
-  MG_GRID_STRIDE(i, n) { out[i] = x[remapped(g, g.target_strides, i, index[i])]; }
+  MG_GRID_STRIDE(i, n) {
+    if (index[i] >= 0 && index[i] < g.bound) out[i] = x[remapped(g, g.target_strides, i, index[i])];
+  }
 }
 
 // A thread per fiber (the index positions that differ only along dim), in index order.
@@ -85,6 +94,7 @@ __global__ void scatter_add_kernel(T* out, const int32_t* index, const T* src, I
     const int64_t first = (f / step) * along * step + f % step;
     for (int64_t k = 0; k < along; ++k) {
       const int64_t i = first + k * step;
+      if (index[i] < 0 || index[i] >= g.bound) continue;
       out[remapped(g, g.target_strides, i, index[i])] += src[remapped(g, g.source_strides, i, -1)];
     }
   }

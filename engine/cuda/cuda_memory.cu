@@ -173,6 +173,8 @@ void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
                                   cudaMemcpyDeviceToHost, stream_for(on_device.device().index)));
     MG_CUDA_CHECK(cudaStreamSynchronize(stream_for(on_device.device().index)));
     if (!host.is_same(dst)) backend_for(Device::cpu()).copy(host, dst);
+    // the copy is complete either way; a bad index in the work it waited for is reported here
+    report_index_errors(on_device.device().index);
     return;
   }
   // device to device across GPUs: the source's stream must be done before the peer copy

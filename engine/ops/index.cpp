@@ -13,12 +13,17 @@
 namespace mg {
 namespace {
 
-// Every index in [0, size); names the op, the bad index and the valid range otherwise.
+// Every index in [0, size); names the op, the bad index and the valid range otherwise. The values
+// are checked by the index's backend, on a GPU without a round trip to the host.
 void check_index(const char* op, const Tensor& index, int64_t size, const Tensor& x, int64_t dim) {
   MG_CHECK(index.dtype() == kInt32, op, ": index must be int32, got ", dtype_name(index.dtype()));
-  for (int32_t i : index.to_vector<int32_t>())
-    MG_CHECK(i >= 0 && i < size, op, ": index ", i, " is out of range [0, ", size, ") for dim ", dim,
-             " of input shape ", shape_str(x.sizes()));
+  MG_CHECK(index.device() == x.device(), op, ": index on ", index.device().str(), " but input on ",
+           x.device().str());
+  backend_of(index).check_index_range(
+      index.contiguous(), size, std::nullopt, [op, size, dim, shape = x.sizes()](int32_t i) {
+        return detail::concat(op, ": index ", i, " is out of range [0, ", size, ") for dim ", dim,
+                              " of input shape ", shape_str(shape));
+      });
 }
 
 // Shapes for gather/scatter_add: index has x's rank and is no larger than x outside `dim`.
@@ -34,8 +39,6 @@ void check_gather_shapes(const char* op, const Tensor& x, int64_t dim, const Ten
 void check_vector_index(const char* op, const Tensor& index, const Tensor& x, int64_t dim) {
   MG_CHECK(index.dim() <= 1, op, ": index must be 1-d, got shape ", shape_str(index.sizes()),
            " for input of shape ", shape_str(x.sizes()));
-  MG_CHECK(index.device() == x.device(), op, ": index on ", index.device().str(), " but input on ",
-           x.device().str());
   check_index(op, index, x.size(dim), x, dim);
 }
 
@@ -124,15 +127,21 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes) {
   MG_PROFILE("one_hot");
   MG_CHECK(labels.dtype() == kInt32, "one_hot: labels must be int32, got ", dtype_name(labels.dtype()),
            " of shape ", shape_str(labels.sizes()));
-  const std::vector<int32_t> values = labels.to_vector<int32_t>();
+  // Inferring num_classes needs the largest label on the host; the labels are checked there too,
+  // so that a negative one is reported at once.
+  Tensor checked = labels.contiguous();
   if (num_classes < 0) {
-    MG_CHECK(!values.empty(), "one_hot: cannot infer num_classes from empty labels of shape ",
+    MG_CHECK(labels.numel() > 0, "one_hot: cannot infer num_classes from empty labels of shape ",
              shape_str(labels.sizes()), "; pass num_classes");
-    num_classes = *std::max_element(values.begin(), values.end()) + 1;
+    checked = checked.to(Device::cpu());
+    const int32_t* values = checked.data_ptr<int32_t>();
+    num_classes = *std::max_element(values, values + checked.numel()) + 1;
   }
-  for (int32_t v : values)
-    MG_CHECK(v >= 0 && v < num_classes, "one_hot: label ", v, " is out of range [0, ", num_classes,
-             ") in labels of shape ", shape_str(labels.sizes()));
+  backend_of(checked).check_index_range(
+      checked, num_classes, std::nullopt, [num_classes, shape = labels.sizes()](int32_t v) {
+        return detail::concat("one_hot: label ", v, " is out of range [0, ", num_classes,
+                              ") in labels of shape ", shape_str(shape));
+      });
   Shape shape = labels.sizes();
   shape.push_back(num_classes);
   Tensor out = zeros(shape, labels.options());

@@ -4,7 +4,8 @@
 // log-probabilities, and logits of any magnitude stay finite.
 #include "engine/ops/loss.hpp"
 
-#include <vector>
+#include <limits>
+#include <optional>
 
 #include "engine/autograd.hpp"
 #include "engine/profiler.hpp"
@@ -60,7 +61,7 @@ struct ClassRows {
   int64_t M = 0, C = 0;
   Tensor index;         // [M, 1] int32 on the input's device; ignored targets replaced by 0
   Tensor valid;         // [M] in the input's dtype: 1 for a counted target, 0 for an ignored one
-  int64_t count = 0;    // counted targets (the mean's denominator)
+  Tensor count;         // 0-d, input's dtype and device: counted targets (the mean's denominator)
 };
 
 ClassRows class_rows(const char* op, const char* input_name, const Tensor& input,
@@ -97,28 +98,28 @@ ClassRows class_rows(const char* op, const char* input_name, const Tensor& input
   }
   p.M = numel_of(p.target_sizes);
 
-  // Labels: validated on the host (as every index op does), then the gather index and weights.
-  const std::vector<int32_t> labels = target.to_vector<int32_t>();
-  std::vector<int32_t> safe(labels.size());
-  std::vector<double> valid(labels.size());
-  for (size_t i = 0; i < labels.size(); ++i) {
-    const int32_t t = labels[i];
-    if (t == ignore_index) {
-      safe[i] = 0;
-      valid[i] = 0.0;
-      continue;
-    }
-    MG_CHECK(t >= 0 && t < p.C, op, ": target label ", t, " is out of range [0, ", p.C, ") for ",
-             p.C, " classes (", input_name, " shape ", shape_str(input.sizes()), ", ignore_index ",
-             ignore_index, ")");
-    safe[i] = t;
-    valid[i] = 1.0;
-    ++p.count;
-  }
-  p.index = from_vector(safe, {p.M, 1}, TensorOptions(kInt32).device(input.device()));
-  p.valid = from_vector(valid, {p.M}, input.options());
-
+  // Labels never leave the input's device: the backend validates them (on a GPU without waiting
+  // for it), and the gather index, mask and count are tensor ops. An ignore_index outside int32
+  // matches no label.
+  const bool ignorable = ignore_index >= std::numeric_limits<int32_t>::min() &&
+                         ignore_index <= std::numeric_limits<int32_t>::max();
+  const std::optional<int32_t> ignore =
+      ignorable ? std::optional<int32_t>(static_cast<int32_t>(ignore_index)) : std::nullopt;
+  backend_of(target).check_index_range(
+      target.contiguous(), p.C, ignore,
+      [op, input_name, C = p.C, sizes = input.sizes(), ignore_index](int32_t t) {
+        return detail::concat(op, ": target label ", t, " is out of range [0, ", C, ") for ", C,
+                              " classes (", input_name, " shape ", shape_str(sizes),
+                              ", ignore_index ", ignore_index, ")");
+      });
   NoGradGuard no_grad;
+  const Tensor labels = target.reshape({p.M});
+  const Tensor counted = ignore ? ne(labels, scalar_tensor(*ignore, labels.options()))
+                                : ones({p.M}, labels.options());
+  p.index = where(counted, labels, zeros({}, labels.options())).reshape({p.M, 1});
+  p.valid = counted.to(input.dtype());
+  p.count = p.valid.sum();
+
   if (input.dim() <= 2) {
     p.moved_sizes = input.sizes();
     p.rows = input.contiguous().reshape({p.M, p.C});
@@ -149,7 +150,7 @@ Tensor reduce_class_loss(const Tensor& per_row, const ClassRows& p, Reduction re
     case Reduction::Sum: return loss.sum();
     case Reduction::Mean: break;
   }
-  return loss.sum() / static_cast<double>(p.count);  // no counted target: 0/0 = NaN, as torch
+  return loss.sum() / p.count;  // no counted target: 0/0 = NaN, as torch
 }
 
 // d loss / d per_row[i] for each row: the incoming gradient, spread by the reduction, zero for an
@@ -157,7 +158,7 @@ Tensor reduce_class_loss(const Tensor& per_row, const ClassRows& p, Reduction re
 Tensor row_coefficients(const Tensor& grad, const ClassRows& p, Reduction reduction) {
   Tensor g = grad;  // a 0-d gradient for sum and mean broadcasts in `where`
   if (reduction == Reduction::None) g = grad.reshape({p.M});
-  if (reduction == Reduction::Mean) g = grad / static_cast<double>(p.count);
+  if (reduction == Reduction::Mean) g = grad / p.count;
   return where(p.valid, g, zeros({p.M}, grad.options()));
 }
 
