@@ -99,6 +99,18 @@ TEST_CASE("gather and scatter_add: values with duplicates", "[index]") {
   require_close(mg::zeros({1, 2}, mg::kFloat64).scatter_add(1, i32({1, 1}, {1, 2}), big), f64({0, 3}, {1, 2}));
 }
 
+TEST_CASE("gather and scatter_add: 0-d tensors are one element, as torch", "[index]") {
+  const Tensor x = f64({2.5}, {}).requires_grad_();
+  const Tensor i = i32({0}, {}).reshape({});
+  const Tensor y = mg::gather(x, 0, i);
+  CHECK(y.dim() == 0);
+  CHECK(y.item() == 2.5);
+  (y * 3.0).backward();
+  CHECK(x.grad().item() == 3.0);
+  CHECK(mg::scatter_add(f64({1}, {}), 0, i, f64({4}, {})).item() == 5.0);
+  CHECK_THROWS_WITH(mg::gather(x, 0, i32({0, 1})), Catch::Matchers::Contains("must have as many dims"));
+}
+
 TEST_CASE("gather and scatter_add: gradients", "[index]") {
   Tensor idx = i32({0, 2, 2, 1, 1, 1, 0, 0}, {4, 2});
   gradcheck("gather", [&](const TensorList& in) { return mg::gather(in[0], 1, idx); }, {randn64({4, 3}, 9)});

@@ -190,6 +190,8 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   MG_PROFILE("scatter_add");
   dim = wrap_dim("scatter_add", dim, x.dim());
   check_gather_shapes("scatter_add", x, dim, index);
+  if (x.dim() == 0)  // one element, as torch: the kernels address dims, so give it one
+    return scatter_add(x.reshape({1}), 0, index.reshape({1}), src.reshape({-1})).reshape({});
   MG_CHECK(src.dtype() == x.dtype(), "scatter_add: dtype mismatch, input ", dtype_name(x.dtype()),
            " vs src ", dtype_name(src.dtype()));
   for (int64_t d = 0; d < x.dim(); ++d)
@@ -221,6 +223,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   MG_PROFILE("gather");
   dim = wrap_dim("gather", dim, x.dim());
   check_gather_shapes("gather", x, dim, index);
+  if (x.dim() == 0) return gather(x.reshape({1}), 0, index.reshape({1})).reshape({});
   check_index("gather", index, x.size(dim), x, dim);
   Tensor out = Tensor::empty(index.sizes(), x.options());
   {
