@@ -4,14 +4,17 @@
 // own colour, the two classes within it a bright and a dark shade of it; all share a striped
 // texture and every pixel carries noise. A tiny CNN (width 8) keeps a run to a fraction of a second
 // per epoch on one core.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 
 #include "data/cifar.hpp"
+#include "engine/cuda_device.hpp"
 #include "engine/parallel.hpp"
 #include "examples/common/metrics.hpp"
 #include "examples/trainer/trainer.hpp"
@@ -21,6 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace trainer = mg::trainer;
+using Catch::Matchers::Contains;
 
 constexpr int64_t kSuperclasses = 4, kClassesPer = 2, kClasses = kSuperclasses * kClassesPer;
 
@@ -326,4 +330,143 @@ TEST_CASE("trainer: router agreement with the oracle up to relabelling the exper
   CHECK(trainer::aligned_agreement({{0, 30, 0}, {0, 10, 20}, {0, 0, 0}}, {0, 1, 2}) == Approx(50.0 / 60));
   CHECK(std::isnan(trainer::aligned_agreement({}, {})));
   CHECK(std::isnan(trainer::aligned_agreement({{1, 2}}, {2})));  // the map names a pruned expert
+}
+
+TEST_CASE("trainer: --device cpu trains exactly as a run without the flag", "[trainer]") {
+  OneThread one_thread;
+  mg_test::TempDir default_dir, flagged_dir;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(default_dir.path());
+  c.epochs = 1;
+  trainer::Trainer by_default(c, log, &log);
+  by_default.run();
+
+  c.out = flagged_dir.path();
+  CLI::App app;
+  trainer::add_flags(app, c);
+  app.parse("--device cpu", /*program_name_included=*/false);
+  REQUIRE(c.device == "cpu");
+  std::ostringstream flagged_log;
+  trainer::Trainer flagged(c, flagged_log, &flagged_log);
+  flagged.run();
+  CHECK(flagged.model().device() == mg::Device::cpu());
+  CHECK_THAT(flagged_log.str(), Contains("parameters on cpu") && Contains(" on cpu\n"));
+  std::ifstream config_file(fs::path(flagged_dir.path()) / "config.json");
+  const nlohmann::json config = nlohmann::json::parse(config_file);
+  CHECK(config["device"] == "cpu");
+
+  const auto a = records(default_dir.path(), "epoch"), b = records(flagged_dir.path(), "epoch");
+  REQUIRE(a.size() == 1);
+  REQUIRE(b.size() == 1);
+  CHECK(a[0]["train"]["loss"].get<double>() == b[0]["train"]["loss"].get<double>());
+  CHECK(a[0]["train"]["acc"].get<double>() == b[0]["train"]["acc"].get<double>());
+  CHECK(a[0]["train"]["aux_loss"].get<double>() == b[0]["train"]["aux_loss"].get<double>());
+  CHECK(a[0]["test"] == b[0]["test"]);
+  CHECK(a[0]["moe"] == b[0]["moe"]);
+  const auto sa = records(default_dir.path(), "step"), sb = records(flagged_dir.path(), "step");
+  REQUIRE(sa.size() == sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) CHECK(sa[i]["loss"].get<double>() == sb[i]["loss"].get<double>());
+  require_same_state(by_default.model(), flagged.model());
+
+  // Its checkpoint names the device, and neither resuming nor evaluating it moves it to a device
+  // that cannot be used.
+  CHECK(trainer::load_model(trainer::checkpoint_path(flagged_dir.path())).config.device == "cpu");
+  if (!mg::cuda::is_available()) {
+    trainer::ResumeOverrides to_cuda;
+    to_cuda.device = "cuda";
+    const std::string expected =
+        "train_moe: --device cuda is not available: " + mg::cuda::unavailable_reason();
+    CHECK_THROWS_WITH(trainer::Trainer::resume(flagged_dir.path(), to_cuda, log, &log), Contains(expected));
+    CHECK_THROWS_WITH(trainer::evaluate_checkpoint(flagged_dir.path(), to_cuda, false, log),
+                      Contains(expected));
+  }
+}
+
+TEST_CASE("trainer: a device this build or machine cannot use stops the run before its data", "[trainer]") {
+  mg_test::TempDir scratch;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(scratch.file("run"));
+  c.data_dir = scratch.file("no-data");  // a run that got past the device would fail here instead
+
+  for (const char* misspelt : {"gpu", "CUDA", "cuda:", "cuda:x", "cuda:-1", "cuda0", "cuda:1x"}) {
+    c.device = misspelt;
+    CHECK_THROWS_WITH(trainer::validate(c),
+                      Contains("--device must be cpu, cuda or cuda:N, got '" + std::string(misspelt) + "'"));
+  }
+  CHECK(trainer::parse_device("cpu") == mg::Device::cpu());
+  CHECK(trainer::parse_device("cuda") == mg::Device::cuda(0));
+  CHECK(trainer::parse_device("cuda:3") == mg::Device::cuda(3));
+
+  if (mg::cuda::is_available()) {
+    const std::string past_the_last = "cuda:" + std::to_string(mg::cuda::device_count());
+    c.device = past_the_last;
+    CHECK_THROWS_WITH(
+        trainer::Trainer(c, log, &log),
+        Contains("train_moe: --device " + past_the_last + " is not available: this machine has " +
+                 std::to_string(mg::cuda::device_count()) + " CUDA device(s)"));
+  } else {
+    c.device = "cuda";
+    CHECK_THROWS_WITH(trainer::Trainer(c, log, &log), Contains("train_moe: --device cuda is not available: " +
+                                                               mg::cuda::unavailable_reason()));
+  }
+  CHECK(log.str().empty());
+  CHECK_FALSE(fs::exists(scratch.file("run")));
+}
+
+TEST_CASE("trainer: --device cuda trains to the CPU's numbers and its checkpoints move both ways",
+          "[trainer][cuda]") {
+  if (!mg::cuda::is_available()) {
+    WARN("skipped: no CUDA device (" << mg::cuda::unavailable_reason() << ")");
+    return;
+  }
+  OneThread one_thread;
+  mg_test::TempDir cpu_dir, cuda_dir, moved_dir;
+  std::ostringstream log;
+  trainer::TrainConfig c = tiny_config(cpu_dir.path());
+  c.epochs = 2;
+  trainer::Trainer on_cpu(c, log, &log);
+  on_cpu.run();
+  c.out = cuda_dir.path();
+  c.device = "cuda";
+  trainer::Trainer on_cuda(c, log, &log);
+  on_cuda.run();
+  REQUIRE(on_cuda.model().device() == mg::Device::cuda());
+  // The two differ by float rounding only (TF32 is off): summation orders differ between the
+  // backends, and 50 steps of training carry the differences along.
+  constexpr double kRelative = 1e-3;
+  const auto a = records(cpu_dir.path(), "epoch"), b = records(cuda_dir.path(), "epoch");
+  REQUIRE(b.size() == 2);
+  for (size_t e = 0; e < 2; ++e) {
+    INFO("epoch " << e + 1);
+    CHECK(b[e]["train"]["loss"].get<double>() ==
+          Approx(a[e]["train"]["loss"].get<double>()).epsilon(kRelative));
+    CHECK(b[e]["test"]["loss"].get<double>() ==
+          Approx(a[e]["test"]["loss"].get<double>()).epsilon(kRelative));
+  }
+
+  // A checkpoint written from the GPU loads on the CPU and evaluates as the model it was taken from.
+  const trainer::LoadedModel loaded =
+      trainer::load_model((fs::path(cuda_dir.path()) / "last.safetensors").string());
+  REQUIRE(loaded.model->device() == mg::Device::cpu());
+  const trainer::Evaluation reloaded = trainer::evaluate(
+      *loaded.model, on_cuda.data().test, trainer::test_transform(on_cuda.data().train), 32, 0);
+  CHECK(reloaded.loss == Approx(on_cuda.last_evaluation().loss).epsilon(kRelative));
+
+  // A CPU run stopped after one epoch continues on the GPU (weights and optimizer state moved).
+  c.out = moved_dir.path();
+  c.device = "cpu";
+  c.stop_after_epochs = 1;
+  {
+    trainer::Trainer first(c, log, &log);
+    first.run();
+  }
+  trainer::ResumeOverrides on_gpu;
+  on_gpu.device = "cuda";
+  auto second = trainer::Trainer::resume(moved_dir.path(), on_gpu, log, &log);
+  REQUIRE(second->model().device() == mg::Device::cuda());
+  second->run();
+  const auto m = records(moved_dir.path(), "epoch");
+  REQUIRE(m.size() == 2);
+  CHECK(m[1]["train"]["loss"].get<double>() ==
+        Approx(a[1]["train"]["loss"].get<double>()).epsilon(kRelative));
 }

@@ -108,7 +108,9 @@ Trainer::Trainer(ResumeTag, const std::string& checkpoint, const ResumeOverrides
   config_.threads = overrides.threads.value_or(config_.threads);
   config_.workers = overrides.workers.value_or(config_.workers);
   config_.stop_after_epochs = overrides.stop_after_epochs.value_or(0);
+  config_.device = overrides.device.value_or(config_.device);
   validate(config_);
+  const Device device = usable_device(config_.device);
   apply_threads(config_.threads);
   run_dir_ = fs::path(checkpoint).parent_path().string();
   if (run_dir_.empty()) run_dir_ = ".";
@@ -118,6 +120,7 @@ Trainer::Trainer(ResumeTag, const std::string& checkpoint, const ResumeOverrides
   manual_seed(config_.seed);
   model_ = std::make_shared<MoEClassifier>(spec);
   const nn::TrainingState state = nn::load_checkpoint(checkpoint, *model_);
+  model_->to(device);
   setup(/*fresh=*/false);
   restore(state);
   log_ << "resumed " << checkpoint << " after epoch " << epochs_done_ << " (step " << step_ << ")\n";
@@ -182,11 +185,12 @@ Evaluation evaluate_checkpoint(const std::string& run_dir_or_checkpoint, const R
   LoadedModel loaded = load_model(checkpoint);
   TrainConfig config = loaded.config;
   config.workers = overrides.workers.value_or(config.workers);
+  loaded.model->to(usable_device(overrides.device.value_or(config.device)));
   apply_threads(overrides.threads.value_or(config.threads));
   const TrainingData data = load_training_data(config);
   check_data_matches(loaded.model->spec(), data, checkpoint);
-  log << checkpoint << ": epoch " << loaded.state.epoch << ", step " << loaded.state.step << "; "
-      << data.source << "\n";
+  log << checkpoint << ": epoch " << loaded.state.epoch << ", step " << loaded.state.step << ", evaluated on "
+      << loaded.model->device().str() << "; " << data.source << "\n";
   const Evaluation eval =
       evaluate(*loaded.model, data.test, test_transform(data.train), config.batch_size, config.workers);
   log << evaluation_text(eval, data.test);

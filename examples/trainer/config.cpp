@@ -4,6 +4,7 @@
 #include "examples/trainer/config.hpp"
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <set>
 #include <sstream>
 
@@ -76,6 +77,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("label_smoothing", c.label_smoothing);
   v("seed", c.seed);
   v("threads", c.threads);
+  v("device", c.device);
   v("out", c.out);
   v("log_every", c.log_every);
   v("stop_after_epochs", c.stop_after_epochs);
@@ -109,6 +111,20 @@ void check_one_of(const std::string& flag, const std::string& value, const std::
 }
 
 }  // namespace
+
+Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda();
+  const std::string prefix = "cuda:";
+  int index = -1;
+  if (text.size() > prefix.size() && text.rfind(prefix, 0) == 0) {
+    const char *first = text.data() + prefix.size(), *last = text.data() + text.size();
+    const auto [end, error] = std::from_chars(first, last, index);
+    if (error != std::errc() || end != last) index = -1;
+  }
+  MG_CHECK(index >= 0, "train_moe: --device must be cpu, cuda or cuda:N, got '", text, "'");
+  return Device::cuda(index);
+}
 
 std::vector<std::vector<int64_t>> parse_expert_hidden(const std::string& text) {
   std::vector<std::vector<int64_t>> per_expert;
@@ -285,6 +301,10 @@ void add_flags(CLI::App& app, TrainConfig& c) {
   app.add_option("--seed", c.seed, "fixes every random choice (init, shuffling, augmentation, routing)")
       ->group(train);
   app.add_option("--threads", c.threads, "compute threads (0: MG_NUM_THREADS or every core)")->group(train);
+  app.add_option("--device", c.device,
+                 "where the model trains: cpu, cuda or cuda:N (a GPU; needs a CUDA-enabled "
+                 "build)")
+      ->group(train);
 
   app.add_option("--out", c.out, "run folder (default runs/<dataset>-seed<seed>)")->group(out);
   app.add_option("--log-every", c.log_every, "a training line in metrics.jsonl every N steps")->group(out);
@@ -305,6 +325,7 @@ void validate(const TrainConfig& c) {
   check_one_of("--routing", c.routing, {"learned", "oracle", "random"});
   check_one_of("--optimizer", c.optimizer, {"sgd", "adam", "adamw"});
   check_one_of("--schedule", c.schedule, {"cosine", "onecycle", "step", "none"});
+  parse_device(c.device);  // throws on a misspelt device
   MG_CHECK(c.dataset != "folder" || !c.folder.empty(), "train_moe: --dataset folder needs --folder DIR");
   MG_CHECK(c.channels == 1 || c.channels == 3, "train_moe: --channels must be 1 or 3, got ", c.channels);
   MG_CHECK(c.image_size >= 4, "train_moe: --image-size must be at least 4, got ", c.image_size);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/dtype.hpp"
+
 namespace CLI {
 class App;
 }
@@ -73,6 +75,7 @@ struct TrainConfig {
   double label_smoothing = 0.0;
   uint64_t seed = 0;
   int64_t threads = 0;  // 0: MG_NUM_THREADS or every core
+  std::string device = "cpu";  // cpu | cuda | cuda:N
 
   // ---- outputs
   std::string out;                // run folder; empty: runs/<dataset>-seed<seed>
@@ -91,6 +94,10 @@ nlohmann::ordered_json to_json(const TrainConfig& config);
 // Reads what to_json wrote; missing keys keep their defaults, unknown keys are errors (a
 // configuration from another version).
 TrainConfig config_from_json(const nlohmann::ordered_json& j);
+
+// --device: "cpu", "cuda" or "cuda:N", the benchmarks' spelling. Throws mg::Error on anything else;
+// whether this build and machine can use the device is not its concern (usable_device, trainer.hpp).
+Device parse_device(const std::string& text);
 
 // "256,128" -> {{256, 128}} (every expert alike); "256,128;512,256,128" -> one list per expert.
 // An empty list ("" or "256;") means an expert with no hidden layer (a single Linear).

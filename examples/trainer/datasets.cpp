@@ -150,4 +150,10 @@ data::TransformPtr train_transform(const TrainConfig& config, const data::ImageD
 
 data::TransformPtr test_transform(const data::ImageDataset& train) { return normalization(train); }
 
+void to_device(data::Batch& batch, Device device) {
+  batch.images = batch.images.to(device);
+  batch.labels = batch.labels.to(device);
+  if (batch.coarse_labels.defined()) batch.coarse_labels = batch.coarse_labels.to(device);
+}
+
 }  // namespace mg::trainer

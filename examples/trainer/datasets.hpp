@@ -6,6 +6,7 @@
 #include <string>
 
 #include "data/dataset.hpp"
+#include "data/loader.hpp"
 #include "data/transforms.hpp"
 #include "examples/trainer/config.hpp"
 
@@ -29,5 +30,8 @@ int64_t num_routing_labels(const data::ImageDataset& set);
 // augment is set.
 data::TransformPtr train_transform(const TrainConfig& config, const data::ImageDataset& train);
 data::TransformPtr test_transform(const data::ImageDataset& train);
+
+// Moves a batch's images and labels to the model's device: the loader prepares batches on the host.
+void to_device(data::Batch& batch, Device device);
 
 }  // namespace mg::trainer

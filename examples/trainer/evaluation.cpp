@@ -75,7 +75,9 @@ Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const d
   int64_t correct = 0, correct_top = 0;
   std::vector<int64_t> class_total(classes, 0), class_correct(classes, 0);
   std::vector<int64_t> super_total(set.num_coarse(), 0), super_correct(set.num_coarse(), 0);
+  const Device device = model.device();
   while (auto batch = loader.next()) {
+    to_device(*batch, device);
     const Tensor routing_labels = superclasses ? batch->coarse_labels : batch->labels;
     const Tensor logits = model.forward(batch->images, routing_labels);
     const int64_t B = logits.size(0);

@@ -38,8 +38,8 @@ struct Evaluation {
   std::vector<LayerEvaluation> layers;
 };
 
-// Runs `model` in eval mode without gradients over `set` (in order, all examples), restoring its
-// training flag afterwards.
+// Runs `model` in eval mode without gradients over `set` (in order, all examples) on the model's
+// device, restoring its training flag afterwards.
 Evaluation evaluate(MoEClassifier& model, const data::ImageDataset& set, const data::TransformPtr& transform,
                     int64_t batch_size, int64_t workers);
 

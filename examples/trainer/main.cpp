@@ -5,6 +5,7 @@
 //
 //   train_moe                              the default run
 //   train_moe --epochs 30 --experts 8      any setting: train_moe --help lists them all
+//   train_moe --device cuda                the same run on the GPU
 //   train_moe --resume runs/<run>          continue an interrupted run exactly
 //   train_moe --eval-only runs/<run>       evaluate its last checkpoint (or a given .safetensors)
 //   train_moe --expert-summary runs/<run>  per-expert sizes, parameters, share and accuracy
@@ -24,8 +25,8 @@ int main(int argc, char** argv) {
   std::string resume, eval_only, expert_summary;
   auto* resume_opt = app.add_option("--resume", resume,
                                     "continue the run in this folder (or from this "
-                                    "checkpoint) exactly where it stopped; only --threads, --workers and "
-                                    "--stop-after-epochs may be given with it")
+                                    "checkpoint) exactly where it stopped; only --threads, --workers, "
+                                    "--stop-after-epochs and --device may be given with it")
                          ->group("Runs");
   auto* eval_opt = app.add_option("--eval-only", eval_only,
                                   "evaluate a checkpoint (or a run folder's last "
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     if (app.count("--threads")) overrides.threads = config.threads;
     if (app.count("--workers")) overrides.workers = config.workers;
     if (app.count("--stop-after-epochs")) overrides.stop_after_epochs = config.stop_after_epochs;
+    if (app.count("--device")) overrides.device = config.device;
     if (!eval_only.empty() || !expert_summary.empty()) {
       evaluate_checkpoint(eval_only.empty() ? expert_summary : eval_only, overrides, !expert_summary.empty(),
                           std::cout);
@@ -51,7 +53,8 @@ int main(int argc, char** argv) {
     }
     if (!resume.empty()) {
       // The run's own configuration comes from its checkpoint; anything else would silently change it.
-      const std::set<std::string> allowed{"--resume", "--threads", "--workers", "--stop-after-epochs"};
+      const std::set<std::string> allowed{"--resume", "--threads", "--workers", "--stop-after-epochs",
+                                          "--device"};
       for (const CLI::Option* opt : app.get_options())
         if (opt->count() > 0 && !allowed.count(opt->get_name()))
           throw mg::Error("--resume continues a run with the settings it was started with; " +

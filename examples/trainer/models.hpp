@@ -79,6 +79,8 @@ class MoEClassifier : public nn::Module {
   const std::vector<std::string>& moe_layer_names() const { return moe_layer_names_; }
   // The spec of the model as it is now (experts grown, pruned or frozen since construction).
   ModelSpec spec() const;
+  // Where its parameters are: the trainer moves the whole model, so all are on one device.
+  Device device() const { return parameters().front().device(); }
 
  private:
   Tensor features(const Tensor& images, const Tensor& routing_labels);

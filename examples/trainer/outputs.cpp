@@ -296,7 +296,7 @@ std::vector<std::string> write_report(const ReportContext& ctx, const std::vecto
       {"test top-5 (last epoch)", std::isfinite(eval.top5) ? percent(eval.top5, 2) : "-"},
       {"best test top-1", percent(number(last["best_top1"]), 2) + " (epoch " +
                               std::to_string(last["best_epoch"].get<int64_t>()) + ")"},
-      {"training time", report::format_duration(ctx.train_seconds)},
+      {"training time", report::format_duration(ctx.train_seconds) + " on " + ctx.model->device().str()},
       {"files", "config.json, metrics.jsonl, last.safetensors, best.safetensors"}};
   const std::string html = (fs::path(ctx.run_dir) / "report.html").string();
   report::write_report_html(html, "MoE training run: " + fs::path(ctx.run_dir).filename().string(), summary,

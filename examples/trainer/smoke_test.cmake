@@ -1,6 +1,7 @@
 # ctest train_moe_smoke (cmake -P): runs train_moe on 600 Fashion-MNIST training images for two
 # epochs in two invocations (--stop-after-epochs 1, then --resume), then --expert-summary, and
-# fails unless each exits 0 and the run folder holds what a run promises.
+# fails unless each exits 0 and the run folder holds what a run promises. First, a device no
+# machine has must stop train_moe with exit code 1 and one line naming it, before any run folder.
 # Inputs: -DTRAIN_MOE=<path of train_moe> -DRUN_DIR=<scratch folder>
 file(REMOVE_RECURSE "${RUN_DIR}")
 
@@ -11,6 +12,14 @@ function(run_step name)
   endif()
   set(step_output "${out}" PARENT_SCOPE)
 endfunction()
+
+execute_process(COMMAND "${TRAIN_MOE}" --device cuda:99 --out "${RUN_DIR}" RESULT_VARIABLE rc
+                OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "^error: train_moe: --device cuda:99 is not available: [^\n]+\n$"
+   OR NOT out STREQUAL "" OR EXISTS "${RUN_DIR}")
+  message(FATAL_ERROR "train_moe --device cuda:99 exited with ${rc}, expected 1 with one error line "
+                      "and no run folder\n--- stdout\n${out}\n--- stderr\n${err}")
+endif()
 
 run_step(first "${TRAIN_MOE}" --dataset fashion-mnist --max-train-examples 600 --max-test-examples 300
          --epochs 2 --stop-after-epochs 1 --width 4 --batch-size 50 --experts 3 --expert-hidden 16

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "engine/cuda_device.hpp"
 #include "engine/ops.hpp"
 #include "engine/parallel.hpp"
 #include "examples/common/progress.hpp"
@@ -57,21 +58,35 @@ void apply_threads(int64_t threads) {
   if (threads > 0) set_num_threads(static_cast<int>(threads));
 }
 
+Device usable_device(const std::string& name) {
+  const Device device = parse_device(name);
+  if (device.is_cpu()) return device;
+  MG_CHECK(cuda::is_available(), "train_moe: --device ", name,
+           " is not available: ", cuda::unavailable_reason());
+  MG_CHECK(device.index < cuda::device_count(), "train_moe: --device ", name,
+           " is not available: this machine has ", cuda::device_count(), " CUDA device(s)");
+  return device;
+}
+
 Trainer::Trainer(TrainConfig config, std::ostream& log, std::ostream* progress)
     : config_(std::move(config)), log_(log), progress_(progress) {
   validate(config_);
+  const Device device = usable_device(config_.device);
   apply_threads(config_.threads);
   data_ = load_training_data(config_);
   run_dir_ = config_.out.empty() ? default_run_dir(config_) : config_.out;
   config_.out = run_dir_;
   manual_seed(config_.seed);
+  // Built on the CPU, so that its initial weights do not depend on the device.
   model_ = std::make_shared<MoEClassifier>(initial_spec(config_, data_.train.channels, data_.train.height,
                                                         data_.train.width, data_.train.num_classes(),
                                                         num_routing_labels(data_.train)));
+  model_->to(device);
   setup(/*fresh=*/true);
 }
 
-// What a new and a resumed run share: transforms, loader, optimizer, controllers, metrics file.
+// What a new and a resumed run share: transforms, loader, optimizer (over the parameters where they
+// now are, so its state is created beside them), controllers, metrics file.
 void Trainer::setup(bool fresh) {
   train_transform_ = train_transform(config_, data_.train);
   test_transform_ = test_transform(data_.train);
@@ -111,7 +126,8 @@ void Trainer::setup(bool fresh) {
        << "\nmodel: " << config_.backbone << " backbone, MoE " << config_.moe_placement << " ("
        << model_->moe_layers().size() << " layer(s) of " << model_->moe_layers().front()->num_experts()
        << " experts, top-" << config_.top_k << ", " << config_.routing << " routing), " << parameters
-       << " parameters; " << get_num_threads() << " threads\nrun folder: " << run_dir_ << "\n";
+       << " parameters on " << model_->device().str() << "; " << get_num_threads()
+       << " threads\nrun folder: " << run_dir_ << "\n";
 }
 
 Trainer::~Trainer() = default;
@@ -141,6 +157,7 @@ void Trainer::train_epoch() {
   Tally epoch_tally, window;
   const bool superclasses = has_superclasses(data_.train);
   const CrossEntropyOptions ce = CrossEntropyOptions().label_smoothing(config_.label_smoothing);
+  const Device device = model_->device();
 
   model_->train();
   train_loader_->start_epoch(epochs_done_);
@@ -150,11 +167,12 @@ void Trainer::train_epoch() {
   auto window_start = start;
   int64_t done = 0;
   while (auto batch = train_loader_->next()) {
+    to_device(*batch, device);
     const Tensor routing_labels = superclasses ? batch->coarse_labels : batch->labels;
     optimization_->optimizer().zero_grad();
     const Tensor logits = model_->forward(batch->images, routing_labels);
     const Tensor task_loss = cross_entropy(logits, batch->labels, ce);
-    Tensor aux_loss = zeros({});
+    Tensor aux_loss = zeros({}, device);
     for (const auto& layer : layers) aux_loss = aux_loss + layer->aux_loss();
     (task_loss + aux_loss).backward();
     optimization_->step();
@@ -164,9 +182,9 @@ void Trainer::train_epoch() {
 
     const int64_t B = logits.size(0);
     const int64_t correct = eq(logits.argmax(1), batch->labels).sum().item<int32_t>();
-    const double loss_value = task_loss.item();
-    epoch_tally.add(loss_value, aux_loss.item(), correct, B);
-    window.add(loss_value, aux_loss.item(), correct, B);
+    const double loss_value = task_loss.item(), aux_value = aux_loss.item();
+    epoch_tally.add(loss_value, aux_value, correct, B);
+    window.add(loss_value, aux_value, correct, B);
     for (size_t l = 0; l < layers.size(); ++l) {
       routing[l].add(layers[l]->last_stats());
       window_routing[l].add(layers[l]->last_stats());
@@ -288,7 +306,8 @@ void Trainer::finish() {
   const std::vector<std::string> files =
       write_report(ctx, report::read_jsonl((fs::path(run_dir_) / "metrics.jsonl").string()));
   log_ << "\nbest test top-1 " << report::fmt(100 * best_top1_, 2) << "% (epoch " << best_epoch_ << "); "
-       << "training time " << report::format_duration(train_seconds_) << "\n";
+       << "training time " << report::format_duration(train_seconds_) << " on " << model_->device().str()
+       << "\n";
   log_ << "run folder " << run_dir_ << ":\n";
   for (const std::string& f : files) log_ << "  " << f << "\n";
   for (const char* ckpt : {"last.safetensors", "best.safetensors"})

@@ -32,20 +32,28 @@
 
 namespace mg::trainer {
 
-// What may change when a run is resumed: none of it changes the numbers.
+// What may change when a run is resumed or a checkpoint evaluated. Threads and workers leave the
+// numbers as they are; another device changes them by float rounding only (a run trained on a GPU
+// continues, or is evaluated, where there is none).
 struct ResumeOverrides {
   std::optional<int64_t> threads, workers, stop_after_epochs;
+  std::optional<std::string> device;
 };
 
 // Applies --threads (0: leave MG_NUM_THREADS / the default).
 void apply_threads(int64_t threads);
 
+// The device --device names, once this build and machine can run on it; otherwise throws mg::Error
+// naming the device and why not (the build has no CUDA backend, no GPU or driver, no such index).
+// Runs call it before they read any data.
+Device usable_device(const std::string& name);
+
 // The checkpoint a --resume / --eval-only / --expert-summary argument names: a file as it is, a run
 // folder's last.safetensors.
 std::string checkpoint_path(const std::string& run_dir_or_checkpoint);
 
-// A model rebuilt from a checkpoint (architecture from its metadata, then its weights), with the
-// configuration it was trained with.
+// A model rebuilt from a checkpoint (architecture from its metadata, then its weights), on the CPU,
+// with the configuration it was trained with.
 struct LoadedModel {
   std::shared_ptr<MoEClassifier> model;
   TrainConfig config;
