@@ -19,7 +19,7 @@ if [ "${1:-}" = "--sanitize" ]; then
 else
   build_and_test build Release
   cmake -S . -B build-cuda-emulated -DCMAKE_BUILD_TYPE=Release -DMOEGRAD_CUDA=EMULATE \
-    -DMOEGRAD_BUILD_EXAMPLES=OFF -DMOEGRAD_BUILD_BENCH=OFF
+    -DMOEGRAD_BUILD_BENCH=OFF
   cmake --build build-cuda-emulated -j "$jobs" --target moegrad_tests cuda_emulator_selftest
   (cd build-cuda-emulated && ctest --output-on-failure -j "$jobs" -L cuda)
 fi
