@@ -285,6 +285,19 @@ std::vector<OpCase> op_cases() {
   c.push_back({"index_select", {rnd({5, 6}), fixed(rows)}, [](const TensorList& a) { return mg::index_select(a[0], 0, a[1]); }});
   c.push_back({"index_select_dim1", {rnd({5, 6}), fixed(rows)}, [](const TensorList& a) { return mg::index_select(a[0], 1, a[1]); }});
   c.push_back({"index_add", {rnd({5, 6}), fixed(rows), rnd({4, 6})}, [](const TensorList& a) { return mg::index_add(a[0], 0, a[1], a[2]); }});
+  // past 64 indices the CUDA index_add sorts them by destination (a radix sort of two digits here)
+  std::vector<int32_t> many(300);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = static_cast<int32_t>((i * 37 + i / 7) % 290);
+  const Tensor many_rows = ints(many, {300});
+  c.push_back({"index_add_many", {rnd({290, 3}), fixed(many_rows), rnd({300, 3})}, [](const TensorList& a) {
+                 return mg::index_add(a[0], 0, a[1], a[2]);
+               }, sum, sum});
+  c.push_back({"index_add_many_dim1", {rnd({2, 290, 3}), fixed(many_rows), rnd({2, 300, 3})}, [](const TensorList& a) {
+                 return mg::index_add(a[0], 1, a[1], a[2]);
+               }, sum, sum, false});
+  c.push_back({"index_select_many", {rnd({290, 4}), fixed(many_rows)}, [](const TensorList& a) {
+                 return mg::index_select(a[0], 0, a[1]);  // its gradient: index_add of 300 rows
+               }, sum, sum});
   const Tensor cols = ints({1, 4, 4, 0, 2, 2, 5, 1}, {4, 2});
   c.push_back({"gather", {rnd({4, 6}), fixed(cols)}, [](const TensorList& a) { return mg::gather(a[0], 1, a[1]); }});
   c.push_back({"scatter_add", {rnd({4, 6}), fixed(cols), rnd({4, 2})}, [](const TensorList& a) { return mg::scatter_add(a[0], 1, a[1], a[2]); }});

@@ -34,6 +34,14 @@ class DeviceGuard {
 // The one stream of `device` (created on first use, never destroyed).
 cudaStream_t stream_for(int device);
 
+// The positions 0 .. n-1 of int32 `keys` (device memory) stably sorted by key, and the keys in that
+// order, with no host round trip (cuda_bucket_sort.cu); keys outside [0, bound) come last, in
+// position order, each read as `bound`. Queued on the device's stream.
+struct SortedKeys {
+  Tensor keys, position;  // int32 [n]
+};
+SortedKeys sort_by_key(int device, const int32_t* keys, int64_t n, int64_t bound);
+
 // Returns the caching allocator's idle blocks of `device` to the driver (for allocations made
 // outside it, such as cuBLAS's).
 void release_cached_blocks(int device);

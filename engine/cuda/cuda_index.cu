@@ -2,8 +2,9 @@
 // scatter_add, top-k and sort. Every tensor is contiguous. The indices' check reports later
 // (cuda_index_check.cu), so the kernels skip an out-of-range index rather than trust it.
 // The accumulating kernels give a thread to each run of sources that may collide (a column of
-// index_add, a fiber of scatter_add along dim), which adds them in index order: duplicates sum in
-// the CPU's order, deterministically, with no atomics. Top-k and sort rank every element by
+// index_add, or with many indices the positions of one destination after sorting them; a fiber
+// of scatter_add along dim), which adds them in index order: duplicates sum in the CPU's order,
+// deterministically, with no atomics. Top-k and sort rank every element by
 // counting the elements that rank before it (ties by lower index, so the sort is stable):
 // O(cols^2) per row, exact, and fast for the short rows of routers (E experts); a long single
 // row (randperm of n) costs n^2 comparisons.
@@ -19,6 +20,24 @@ __global__ void index_select_kernel(const T* x, const int32_t* index, T* out, Sp
     const int64_t c = i % s.inner, j = (i / s.inner) % n_index, outer = i / (s.inner * n_index);
     const int32_t k = index[j];
     if (k >= 0 && k < s.mid) out[i] = x[(outer * s.mid + k) * s.inner + c];
+  }
+}
+
+// index_add with many indices: the positions sorted by destination (sort_by_key), a thread per
+// (outer, run of equal destinations, column) adds its run in position order, as the CPU does.
+template <class T>
+__global__ void index_add_sorted_kernel(T* out, const int32_t* sorted_index,
+                                        const int32_t* position, const T* src, Split3 s,
+                                        int64_t n_index) {
+  MG_GRID_STRIDE(i, s.outer * n_index * s.inner) {
+    const int64_t c = i % s.inner, r = (i / s.inner) % n_index, outer = i / (s.inner * n_index);
+    const int32_t k = sorted_index[r];
+    if (k >= s.mid || (r > 0 && sorted_index[r - 1] == k)) continue;  // outsider, or not a run's head
+    T& target = out[(outer * s.mid + k) * s.inner + c];
+    T acc = target;
+    for (int64_t q = r; q < n_index && sorted_index[q] == k; ++q)
+      acc += src[(outer * n_index + position[q]) * s.inner + c];
+    target = acc;
   }
 }
 
@@ -170,10 +189,24 @@ void CudaBackend::index_add(const Tensor& out, int64_t dim, const Tensor& index,
                             const Tensor& src) {
   DeviceGuard guard(device_);
   const Split3 s = split_at(out.sizes(), dim);
-  if (index.numel() == 0 || s.outer * s.inner == 0) return;
+  const int64_t n = index.numel();
+  if (n == 0 || s.outer * s.inner == 0) return;
+  // A thread per column walking every index is fine for a few indices; the MoE combine and an
+  // embedding's gradient have thousands, and sorting them by destination first spreads the work.
+  constexpr int64_t kSortAbove = 64;
+  if (n > kSortAbove) {
+    const SortedKeys sorted = sort_by_key(device_, in<int32_t>(index), n, s.mid);
+    MG_DISPATCH_ALL_TYPES(out.dtype(), "index_add", [&] {
+      index_add_sorted_kernel<<<blocks_for(s.outer * n * s.inner), kThreads, 0, stream_for(device_)>>>(
+          mut<scalar_t>(out), in<int32_t>(sorted.keys), in<int32_t>(sorted.position),
+          in<scalar_t>(src), s, n);
+    });
+    MG_CUDA_CHECK_LAUNCH("index_add");
+    return;
+  }
   MG_DISPATCH_ALL_TYPES(out.dtype(), "index_add", [&] {
     index_add_kernel<<<blocks_for(s.outer * s.inner), kThreads, 0, stream_for(device_)>>>(
-        mut<scalar_t>(out), in<int32_t>(index), in<scalar_t>(src), s, index.numel());
+        mut<scalar_t>(out), in<int32_t>(index), in<scalar_t>(src), s, n);
   });
   MG_CUDA_CHECK_LAUNCH("index_add");
 }
